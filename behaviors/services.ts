@@ -1,0 +1,22 @@
+import type { NodeInfo } from '../src/node/info.js'
+import type { PeerService } from '../src/network/peer-service.js'
+import type { CapService } from '../src/security/service.js'
+import type { ResourceManager } from '../src/services/resources/index.js'
+import type { PortAllocator } from '../src/services/ports/index.js'
+import type { HardwareService } from '../src/services/hardware/index.js'
+import type { NodeStateService } from '../src/services/node-state/index.js'
+
+/**
+ * Every service a behaviour may ask for by name in `needs`. A handler receives exactly the ones it
+ * names, never the libp2p node or the whole Node. `node/` provides them all at start-up.
+ */
+export interface Services {
+  node: NodeInfo
+  peers: PeerService
+  caps: CapService
+  resources: ResourceManager
+  ports: PortAllocator
+  hardware: HardwareService
+  nodeState: NodeStateService
+}
+export type ServiceName = keyof Services

@@ -1,0 +1,61 @@
+import type { z } from 'zod'
+import type { Envelope, Handle } from './types.js'
+
+/** What a handler learns of the call besides its request. */
+export interface CallInfo {
+  from: Handle
+  /** The DID that signed the envelope and was authorized (`from.id`). */
+  invoker: string
+  envelope: Envelope
+  /** Aborts when the caller's deadline passes. */
+  signal: AbortSignal
+}
+
+export interface BehaviorLimits {
+  /** Sustained invocations per second allowed to one sender on this behaviour. */
+  perSenderPerSec?: number
+  /** Burst above the sustained rate. */
+  burst?: number
+}
+
+/**
+ * One declaration per behaviour path (one file under `behaviors/`). The dispatcher verifies,
+ * authorizes, rate-limits and parses the request before the handler runs: a handler only ever
+ * sees an authorized, schema-checked request.
+ */
+export interface BehaviorDeclaration<S, N extends keyof S, Req extends z.ZodType, Res extends z.ZodType> {
+  path: string
+  /**
+   * Capability the invoker must hold. Defaults to the path. `false` means none is needed
+   * (every `/public/*` path is treated so); say why beside any override.
+   */
+  capability?: string | false
+  /** Broadcast behaviours: the gossipsub topic they are delivered on (the capability's topic). */
+  topic?: string
+  describe: string
+  request: Req
+  response: Res
+  needs: readonly N[]
+  limits?: BehaviorLimits
+  handler: (services: Pick<S, N>, request: z.output<Req>, call: CallInfo) => Promise<z.input<Res>> | z.input<Res>
+}
+
+/** A declaration with its types erased, as the registry holds it. */
+export interface AnyBehavior {
+  path: string
+  capability?: string | false
+  topic?: string
+  describe: string
+  request: z.ZodType
+  response: z.ZodType
+  needs: readonly PropertyKey[]
+  limits?: BehaviorLimits
+  handler: (services: never, request: never, call: CallInfo) => unknown
+}
+
+/** The capability a declaration requires: null when none. */
+export function requiredCapability (b: Pick<AnyBehavior, 'path' | 'capability'>): string | null {
+  if (b.capability === false) return null
+  if (b.capability === undefined && (b.path === '/public' || b.path.startsWith('/public/'))) return null
+  return b.capability ?? b.path
+}

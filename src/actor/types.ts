@@ -1,0 +1,71 @@
+import type { Did } from '../identity/did.js'
+
+/** Where an actor lives: the libp2p peer of its node and its inbox there (`root` for the node). */
+export interface ActorAddr { peer: string, inbox: string }
+
+/**
+ * `id` is the actor's own key (a DID), `did` the context that controls it, `addr` where it lives.
+ * The node is the root actor: id = did = the node's DID, inbox `root`.
+ */
+export interface Handle { id: Did, did: Did, addr: ActorAddr }
+
+export const ROOT_INBOX = 'root'
+
+/** The decoded, verified header of an envelope plus its payload. */
+export interface Envelope {
+  v: 1
+  to: Handle
+  from: Handle
+  /** Behaviour path to dispatch. */
+  be: string
+  /** 16 random bytes (base64url), unique per envelope; the replay guard remembers it until `exp`. */
+  nonce: string
+  /** Expiry, unix milliseconds. */
+  exp: number
+  /** Reply behaviour on `from` (invoke only): the one-shot path the reply is sent to. */
+  cont?: string
+  /** Broadcast topic (publish only). */
+  topic?: string
+  /** UCAN tokens (JWTs) that prove the capability; leaf first, then its proofs. */
+  cap?: string[]
+  /** Payload (JSON). */
+  msg: unknown
+}
+
+/** How a frame reached this node; the transport vouches for `peer` (Noise / gossipsub StrictSign). */
+export interface FrameOrigin {
+  /** The authenticated peer the bytes came from (for gossip: the message's original publisher). */
+  peer: string
+  via: 'direct' | 'gossip' | 'local'
+  topic?: string
+}
+
+/** What the actor system gives the transport to deliver inbound frames to. */
+export interface FrameReceiver {
+  onFrame: (frame: Uint8Array, origin: FrameOrigin) => void
+  /**
+   * A frame over the size limit: the transport skipped its bytes (the stream stays usable) and
+   * hands over only its first bytes, so the receiver can read the header and answer the caller.
+   */
+  onOversize: (head: Uint8Array, totalLength: number, origin: FrameOrigin) => void
+}
+
+/**
+ * The actor layer knows this interface, never libp2p. Implementations: the in-process transport
+ * (tests, local delivery) and the libp2p one (one long-lived framed stream per peer).
+ */
+export interface Transport {
+  readonly peerId: string
+  /** Largest frame this transport sends or accepts, in bytes. */
+  readonly maxFrameBytes: number
+  setReceiver: (receiver: FrameReceiver) => void
+  /**
+   * Writes a frame on the peer's actor stream, dialling or re-dialling as needed; resolves once
+   * written (waiting out backpressure). Throws `FrameTooLarge` before writing anything too big,
+   * `Unreachable` when the peer cannot be reached before `signal` aborts.
+   */
+  send: (peer: string, frame: Uint8Array, signal?: AbortSignal) => Promise<void>
+  publish: (topic: string, frame: Uint8Array) => Promise<void>
+  subscribe: (topic: string) => void
+  unsubscribe: (topic: string) => void
+}

@@ -1,0 +1,4 @@
+/** Node state and labels (issue 4). Interface to be completed there. */
+export interface NodeStateService {
+  get: () => Promise<unknown>
+}

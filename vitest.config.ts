@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config'
+
+// Three projects (TESTING.md): unit (no network), integration (real libp2p + level in one
+// process), e2e (the CLI driving daemons in separate processes). `npm test` runs them all.
+export default defineConfig({
+  test: {
+    setupFiles: ['./src/lib/polyfill.ts'],
+    projects: [
+      { extends: true, test: { name: 'unit', include: ['test/**/*.test.ts'], exclude: ['test/**/*.int.test.ts', 'test/e2e/**'], testTimeout: 20_000 } },
+      { extends: true, test: { name: 'integration', include: ['test/**/*.int.test.ts'], exclude: ['test/e2e/**'], testTimeout: 60_000, hookTimeout: 60_000 } },
+      { extends: true, test: { name: 'e2e', include: ['test/e2e/**/*.test.ts'], testTimeout: 120_000, hookTimeout: 60_000, fileParallelism: false } }
+    ]
+  }
+})
