@@ -1,0 +1,2 @@
+// Machine behaviours: hardware, onboarding, resources, ports, node state and labels, status.
+export const resourceBehaviors = [] as const
