@@ -1,0 +1,22 @@
+/** Envelope lifetime when the caller sets no deadline (ARCHITECTURE.md defaults). */
+export const DEFAULT_ENVELOPE_LIFETIME_MS = 30_000
+/**
+ * Longest lifetime accepted on an inbound envelope. Bounds the replay seen-set: a nonce needs
+ * remembering only until its envelope expires, so this caps how long any entry lives.
+ */
+export const MAX_ENVELOPE_LIFETIME_MS = 10 * 60_000
+/** Clock skew tolerated between nodes when checking expiry of inbound envelopes. */
+export const CLOCK_SKEW_MS = 0
+/** Mailbox: handlers running at once per actor, and envelopes waiting beyond that. */
+export const MAILBOX_CONCURRENCY = 256
+export const MAILBOX_CAPACITY = 4096
+/**
+ * Per-sender token bucket (envelopes/s, burst). Generous: a node invoking another over one stream
+ * reaches ~10k round trips/s here; the limit exists to stop one sender starving the others.
+ */
+export const PER_SENDER_RATE = 20_000
+export const PER_SENDER_BURST = 20_000
+/** Senders tracked by the limiter; the least recently seen are forgotten beyond this. */
+export const LIMITER_MAX_SENDERS = 10_000
+/** One-shot reply behaviours live under this prefix, one per outstanding invoke. */
+export const REPLY_PREFIX = '/dms/reply/'

@@ -1,0 +1,90 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Logger } from 'pino'
+import type { RelayReply } from '../actor/system.js'
+import type { Handle } from '../actor/types.js'
+import { BadRequest, DmsError, FrameTooLarge, NotFound, toWireError } from '../lib/errors.js'
+
+/**
+ * The daemon's local HTTP API, bound to 127.0.0.1 only. It relays envelopes the CLI signed with
+ * the user's key and adds no authority of its own: the actor system verifies each one as it
+ * would any envelope from the network.
+ *
+ *   GET  /api/v1/actor/handle      → the node's root handle
+ *   POST /api/v1/actor/invoke      body: one envelope frame (application/octet-stream) → {from, reply}
+ *   POST /api/v1/actor/send        → {}
+ *   POST /api/v1/actor/broadcast   → {}
+ * Errors: HTTP 4xx/5xx with {error: {name, code, message, ...}}.
+ */
+export interface ApiNode {
+  readonly self: Handle
+  relay: (frame: Uint8Array, mode: 'send' | 'invoke' | 'broadcast') => Promise<RelayReply | undefined>
+}
+
+export interface ApiServer {
+  readonly port: number
+  readonly url: string
+  close: () => Promise<void>
+}
+
+export const API_HOST = '127.0.0.1'
+
+const STATUS: Record<string, number> = {
+  BadRequest: 400, Unauthorized: 403, UnknownBehavior: 404, NotFound: 404, FrameTooLarge: 413,
+  Expired: 408, Timeout: 504, Unreachable: 502, Overloaded: 503, NotRunning: 503, Replayed: 409
+}
+
+export async function startApi (node: ApiNode, opts: { port: number, maxBodyBytes: number, log: Logger }): Promise<ApiServer> {
+  const server = createServer((req, res) => { void handle(node, opts, req, res) })
+  server.keepAliveTimeout = 5_000
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(opts.port, API_HOST, () => { server.off('error', reject); resolve() })
+  })
+  const port = (server.address() as AddressInfo).port
+  return {
+    port,
+    url: `http://${API_HOST}:${port}`,
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise<void>(resolve => server.close(() => { resolve() }))
+    }
+  }
+}
+
+async function handle (node: ApiNode, opts: { maxBodyBytes: number, log: Logger }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  try {
+    const url = req.url ?? '/'
+    if (req.method === 'GET' && url === '/api/v1/actor/handle') return json(res, 200, node.self)
+    const m = /^\/api\/v1\/actor\/(send|invoke|broadcast)$/.exec(url)
+    if (req.method !== 'POST' || m === null) throw new NotFound(`no route ${req.method ?? ''} ${url}`)
+    const body = await readBody(req, opts.maxBodyBytes)
+    const result = await node.relay(body, m[1] as 'send' | 'invoke' | 'broadcast')
+    json(res, 200, result ?? {})
+  } catch (err) {
+    const wire = toWireError(err)
+    if (!(err instanceof DmsError)) opts.log.error({ err }, 'API request failed')
+    json(res, STATUS[wire.name] ?? 500, { error: wire })
+  }
+}
+
+async function readBody (req: IncomingMessage, limit: number): Promise<Uint8Array> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > limit) {
+      req.destroy()
+      throw new FrameTooLarge(`request body exceeds the frame limit of ${limit} bytes`, { limit })
+    }
+    chunks.push(chunk as Buffer)
+  }
+  if (size === 0) throw new BadRequest('the request body must be one envelope frame')
+  return new Uint8Array(Buffer.concat(chunks))
+}
+
+function json (res: ServerResponse, status: number, value: unknown): void {
+  const body = JSON.stringify(value)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+  res.end(body)
+}

@@ -1,0 +1,139 @@
+import '../lib/polyfill.js'
+import { readFile } from 'node:fs/promises'
+import { Command } from 'commander'
+import { behaviors } from '../../behaviors/index.js'
+import type { AnyBehavior } from '../actor/behavior.js'
+import type { Envelope } from '../actor/types.js'
+import { unwrapReply } from '../actor/system.js'
+import { Keystore } from '../identity/keystore.js'
+import { getPassphrase } from '../identity/passphrase.js'
+import { BadRequest, DmsError, InvalidArgument } from '../lib/errors.js'
+import { VERSION } from '../node/version.js'
+import { initDataDir, runDaemon } from '../node/daemon.js'
+import type { ConfigInput } from '../node/config.js'
+import { behaviorHelp } from './behavior-docs.js'
+import { buildEnvelope, callBehavior, openSession, parseDest } from './call.js'
+import { globalsFrom, printJson, withCommon } from './common.js'
+import { register as registerCap } from './commands/cap.js'
+import { register as registerOnboard } from './commands/onboard.js'
+import { register as registerNode } from './commands/node.js'
+
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+
+function parseJson (flag: string, text: string | undefined): unknown {
+  if (text === undefined) return {}
+  try { return JSON.parse(text) } catch (err) { throw new InvalidArgument(`${flag} is not JSON: ${(err as Error).message}`) }
+}
+
+export function buildProgram (): Command {
+  const program = new Command('dms')
+    .description('dms: a peer-to-peer node runtime. Actors addressed by DIDs, libp2p transport, UCAN capabilities.')
+    .version(VERSION)
+    .showHelpAfterError()
+
+  program.command('init')
+    .description('create the node (dms) and user keys and make the user a root of this node; idempotent')
+    .option('--data-dir <dir>', 'data directory (default: $DMS_HOME or ~/.dms)')
+    .action(async (o: { dataDir?: string }) => {
+      const dataDir = globalsFrom(o).dataDir
+      printJson(await initDataDir(dataDir, await getPassphrase('protect the keys', { confirm: process.env.DMS_PASSPHRASE === undefined })))
+    })
+
+  program.command('run')
+    .description('run the daemon (keys are created on first run)')
+    .option('--data-dir <dir>', 'data directory (default: $DMS_HOME or ~/.dms)')
+    .option('--listen <multiaddr>', 'libp2p listen address (repeatable; default /ip4/0.0.0.0/tcp/9000)', collect)
+    .option('--bootstrap <multiaddr>', 'peer to dial at start, with /p2p/<id> (repeatable)', collect)
+    .option('--api-port <port>', 'local API port on 127.0.0.1 (0 = any free port; default 9999)')
+    .option('--no-mdns', 'disable LAN discovery (mDNS)')
+    .action(async (o: { dataDir?: string, listen?: string[], bootstrap?: string[], apiPort?: string, mdns: boolean }) => {
+      const flags: ConfigInput = {}
+      if (o.listen !== undefined) flags.listen = o.listen
+      if (o.bootstrap !== undefined) flags.bootstrap = o.bootstrap
+      if (o.apiPort !== undefined) {
+        const port = Number(o.apiPort)
+        if (!Number.isInteger(port)) throw new InvalidArgument(`--api-port must be an integer, got '${o.apiPort}'`)
+        flags.apiPort = port
+      }
+      if (!o.mdns) flags.mdns = false
+      await runDaemon({ dataDir: globalsFrom(o).dataDir, flags })
+    })
+
+  const key = program.command('key').description('manage the keys of this data dir')
+  key.command('new <context>')
+    .description('create a key for a new context')
+    .option('--data-dir <dir>', 'data directory')
+    .action(async (context: string, o: { dataDir?: string }) => {
+      const ks = new Keystore(globalsFrom(o).dataDir)
+      const id = await ks.create(context, await getPassphrase(`protect the '${context}' key`, { confirm: process.env.DMS_PASSPHRASE === undefined }))
+      printJson({ context, did: id.did })
+    })
+  key.command('did')
+    .description('print the DID of a context (no passphrase needed)')
+    .option('--data-dir <dir>', 'data directory')
+    .option('--context <context>', 'key context', 'user')
+    .action(async (o: { dataDir?: string, context: string }) => {
+      process.stdout.write(await new Keystore(globalsFrom(o).dataDir).did(o.context) + '\n')
+    })
+  key.command('list')
+    .description('list contexts and their DIDs')
+    .option('--data-dir <dir>', 'data directory')
+    .action(async (o: { dataDir?: string }) => { printJson({ keys: await new Keystore(globalsFrom(o).dataDir).list() }) })
+
+  const actor = program.command('actor').description('talk to actors: invoke behaviours, send and broadcast envelopes')
+  withCommon(actor.command('cmd <behavior>'))
+    .description('invoke a behaviour and print its reply as JSON')
+    .option('--dest <peerIdOrDid>', 'destination node (default: the local node)')
+    .option('--data <json>', 'request payload (JSON)')
+    .addHelpText('after', behaviorHelp(behaviors as readonly AnyBehavior[]))
+    .action(async (behavior: string, o: { dest?: string, data?: string, dataDir?: string, context?: string, timeout?: string }) => {
+      printJson(await callBehavior(globalsFrom(o), behavior, parseJson('--data', o.data), { dest: o.dest }))
+    })
+
+  for (const mode of ['invoke', 'send', 'broadcast'] as const) {
+    withCommon(actor.command(mode))
+      .description(`${mode} a raw envelope: JSON {to?, be, msg?, topic?, cap?} from --envelope or stdin, signed here with the context key`)
+      .option('--envelope <json>', 'the envelope (JSON); read from stdin when absent')
+      .action(async (o: { envelope?: string, dataDir?: string, context?: string, timeout?: string }) => {
+        const g = globalsFrom(o)
+        const raw = parseJson('--envelope', o.envelope ?? await readStdin()) as Partial<Envelope> & { to?: string | Envelope['to'] }
+        if (typeof raw.be !== 'string') throw new BadRequest('the envelope needs a behaviour path in "be"')
+        if (mode === 'broadcast' && typeof raw.topic !== 'string') throw new BadRequest('a broadcast envelope needs a "topic"')
+        const s = await openSession(g)
+        const to = raw.to === undefined ? { id: s.daemon.did, did: s.daemon.did, addr: { peer: s.daemon.peerId, inbox: 'root' } } as Envelope['to'] : typeof raw.to === 'string' ? parseDest(raw.to) : raw.to
+        const { frame } = await buildEnvelope(g, s, to, raw.be, raw.msg ?? {}, { cont: mode === 'invoke', topic: raw.topic })
+        if (mode === 'invoke') {
+          const r = await s.api.invoke(frame, g.timeoutMs)
+          printJson({ from: r.from, reply: unwrapReply(r.reply) })
+        } else if (mode === 'send') {
+          await s.api.send(frame, g.timeoutMs); printJson({ sent: true })
+        } else {
+          await s.api.broadcast(frame, g.timeoutMs); printJson({ published: true, topic: raw.topic })
+        }
+      })
+  }
+
+  registerCap(program)
+  registerOnboard(program)
+  registerNode(program)
+  return program
+}
+
+async function readStdin (): Promise<string | undefined> {
+  if (process.stdin.isTTY === true) return undefined
+  const chunks: Buffer[] = []
+  for await (const c of process.stdin) chunks.push(c as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+/** Runs the CLI: errors print `<ErrorName>: <message>` on stderr and exit 1. */
+export async function main (argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv)
+  } catch (err) {
+    if (err instanceof DmsError) process.stderr.write(`${err.name}: ${err.message}\n`)
+    else if (err instanceof Error && err.name === 'ZodError') process.stderr.write(`BadRequest: ${err.message}\n`)
+    else process.stderr.write(`Error: ${err instanceof Error ? err.message : String(err)}\n`)
+    process.exitCode = 1
+  }
+}

@@ -1,0 +1,173 @@
+import '../lib/polyfill.js'
+import { mkdir } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import type { Logger } from 'pino'
+import { behaviors as builtinBehaviors } from '../../behaviors/index.js'
+import type { Services } from '../../behaviors/services.js'
+import type { AnyBehavior } from '../actor/behavior.js'
+import { ActorSystem, type Actor, type CallOptions, type Destination, type DispatchStats, type RelayReply } from '../actor/system.js'
+import type { Handle } from '../actor/types.js'
+import type { Identity } from '../identity/identity.js'
+import { Keystore } from '../identity/keystore.js'
+import { NotRunning } from '../lib/errors.js'
+import { silentLogger } from '../lib/log.js'
+import { createNetwork, type Network } from '../network/index.js'
+import { createCapabilities, type Capabilities } from '../security/index.js'
+import { createMachineServices, type MachineServices } from '../services/index.js'
+import { openDb, type Db } from '../store/db.js'
+import { resolveConfig, type Config, type ConfigInput } from './config.js'
+import type { NodeInfo } from './info.js'
+import { VERSION } from './version.js'
+
+export interface NodeOptions {
+  /** Data directory (keys, anchors, level db). Required unless `identity` and `inMemory`... see README. */
+  dataDir: string
+  /** The node's key; by default loaded (or created on first run) from the keystore's `dms` context. */
+  identity?: Identity
+  /** Keystore passphrase, when `identity` is not given. */
+  passphrase?: string
+  /** Configuration over the defaults (already merged with config.json/env by the daemon). */
+  config?: ConfigInput
+  /** Extra behaviours beside the built-in ones (library users). */
+  behaviors?: readonly AnyBehavior[]
+  log?: Logger
+  now?: () => number
+}
+
+/** A started node. */
+export interface Node {
+  readonly peerId: string
+  readonly did: string
+  /** The root actor's handle. */
+  readonly self: Handle
+  readonly config: Config
+  addrs: () => string[]
+  /** Request–reply to a behaviour on `dest` (a handle, DID or PeerId); `timeout` is mandatory. */
+  invoke: <T = unknown>(dest: Destination, behavior: string, payload: unknown, opts: CallOptions) => Promise<T>
+  /** One-way message. */
+  send: (dest: Destination, behavior: string, payload: unknown, opts?: CallOptions) => Promise<void>
+  /** Broadcast over gossipsub. */
+  publish: (topic: string, behavior: string, payload: unknown, opts?: CallOptions) => Promise<void>
+  /** Adds a behaviour to the root actor at run time (a broadcast one subscribes to its topic). */
+  handle: (decl: AnyBehavior) => void
+  /** Relays an envelope signed elsewhere (the local API). */
+  relay: (frame: Uint8Array, mode: 'send' | 'invoke' | 'broadcast') => Promise<RelayReply | undefined>
+  stats: () => DispatchStats
+  /** The root actor, for spawning children. */
+  readonly actors: { root: Actor, system: ActorSystem }
+  stop: () => Promise<void>
+}
+
+/**
+ * The composition root: builds every part in order and tears them down in reverse.
+ * store → identity → capabilities → machine services → network → actor system → start.
+ */
+export async function createNode (opts: NodeOptions): Promise<Node> {
+  const log = opts.log ?? silentLogger()
+  const dataDir = resolve(opts.dataDir)
+  await mkdir(dataDir, { recursive: true, mode: 0o700 })
+  const config = resolveConfig(opts.config ?? {})
+  const now = opts.now ?? Date.now
+
+  const identity = opts.identity ?? await new Keystore(dataDir).loadOrCreate('dms', requirePassphrase(opts.passphrase))
+  const closers: Array<() => Promise<void>> = []
+  const closeAll = async (): Promise<void> => {
+    for (const close of closers.reverse()) {
+      try { await close() } catch (err) { log.warn({ err }, 'error while stopping') }
+    }
+  }
+
+  try {
+    const db: Db = await openDb(resolve(dataDir, 'db'))
+    closers.push(async () => { await db.close() })
+
+    const caps: Capabilities = await createCapabilities({ dataDir, context: 'dms', selfDid: identity.did, db, log: log.child({ part: 'caps' }) })
+    await caps.start()
+    closers.push(async () => { await caps.stop() })
+
+    const machine: MachineServices = createMachineServices({ dataDir, ports: config.ports }, { db, log: log.child({ part: 'resources' }) })
+    await machine.start()
+    closers.push(async () => { await machine.stop() })
+
+    const network: Network = await createNetwork({
+      listen: config.listen,
+      bootstrap: config.bootstrap,
+      mdns: config.mdns,
+      maxFrameBytes: config.maxFrameBytes,
+      helloIntervalMs: config.helloIntervalMs
+    }, { identity, db, log: log.child({ part: 'network' }) })
+
+    const startedAt = now()
+    const info: NodeInfo = { did: identity.did, peerId: identity.peerId, version: VERSION, startedAt, addrs: () => network.addrs() }
+    const services: Services = {
+      node: info,
+      peers: network.peers,
+      caps: caps.service,
+      resources: machine.resources,
+      ports: machine.ports,
+      hardware: machine.hardware,
+      nodeState: machine.nodeState
+    }
+    const system = new ActorSystem({
+      identity,
+      transport: network.transport,
+      authorizer: caps.authorizer,
+      proofs: caps.proofs,
+      behaviors: [...builtinBehaviors, ...(opts.behaviors ?? [])] as readonly AnyBehavior[],
+      services,
+      now,
+      log: log.child({ part: 'actor' }),
+      limits: {
+        perSenderRate: config.limits.perSenderRate,
+        perSenderBurst: config.limits.perSenderBurst,
+        concurrency: config.limits.mailboxConcurrency,
+        capacity: config.limits.mailboxCapacity
+      }
+    })
+    closers.push(async () => { system.stop() })
+
+    network.setHelloCallbacks({
+      announce: async () => { await system.root.publish(HELLO_TOPIC, '/broadcast/hello', { did: identity.did, addrs: network.addrs() }, { timeout: HELLO_LIFETIME_MS }) },
+      greet: async (peerId: string) => { await system.root.invoke(peerId, '/public/hello', {}, { timeout: HELLO_LIFETIME_MS }) }
+    })
+    await network.start()
+    closers.push(async () => { await network.stop() })
+    caps.attach?.(system.root)
+
+    let stopped = false
+    return {
+      peerId: identity.peerId,
+      did: identity.did,
+      self: system.root.handle,
+      config,
+      addrs: () => network.addrs(),
+      invoke: async (dest, behavior, payload, o) => await system.root.invoke(dest, behavior, payload, o),
+      send: async (dest, behavior, payload, o) => { await system.root.send(dest, behavior, payload, o) },
+      publish: async (topic, behavior, payload, o) => { await system.root.publish(topic, behavior, payload, o) },
+      handle: (decl) => { system.root.register(decl, services) },
+      relay: async (frame, mode) => {
+        if (stopped) throw new NotRunning('the node is stopping')
+        return await system.relay(frame, mode)
+      },
+      stats: () => system.stats,
+      actors: { root: system.root, system },
+      stop: async () => {
+        if (stopped) return
+        stopped = true
+        await closeAll()
+      }
+    }
+  } catch (err) {
+    await closeAll()
+    throw err
+  }
+}
+
+export const HELLO_TOPIC = '/nunet/hello'
+/** A hello or its handshake is worth nothing after this long. */
+const HELLO_LIFETIME_MS = 10_000
+
+function requirePassphrase (p: string | undefined): string {
+  if (p === undefined || p === '') throw new NotRunning('createNode needs `identity` or `passphrase` to open the node key')
+  return p
+}

@@ -1,0 +1,86 @@
+import '../lib/polyfill.js'
+import { mkdir, rm, writeFile, rename } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { startApi } from '../api/server.js'
+import { readDaemonInfo, type DaemonInfo } from '../api/client.js'
+import { Keystore } from '../identity/keystore.js'
+import { getPassphrase } from '../identity/passphrase.js'
+import { Conflict, isDmsError } from '../lib/errors.js'
+import { createLogger } from '../lib/log.js'
+import { addRoot } from '../security/index.js'
+import { loadConfig, type ConfigInput } from './config.js'
+import { createNode } from './create-node.js'
+
+/** SIGINT/SIGTERM: exit 0 within this bound even if some part hangs while stopping. */
+const STOP_DEADLINE_MS = 4_500
+
+export interface InitResult { dataDir: string, dms: string, user: string, created: string[] }
+
+/**
+ * Creates the `dms` (node) and `user` keys if missing and makes the user a root of the node: the
+ * person who installed the node may do everything on it. Idempotent.
+ */
+export async function initDataDir (dataDir: string, passphrase: string): Promise<InitResult> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 })
+  const ks = new Keystore(dataDir)
+  const created: string[] = []
+  for (const ctx of ['dms', 'user']) {
+    if (!await ks.exists(ctx)) { await ks.create(ctx, passphrase); created.push(ctx) }
+  }
+  const user = await ks.did('user')
+  await addRoot(dataDir, 'dms', user)
+  return { dataDir, dms: await ks.did('dms'), user, created }
+}
+
+export async function runDaemon (opts: { dataDir: string, flags: ConfigInput }): Promise<void> {
+  const t0 = performance.now()
+  const dataDir = resolve(opts.dataDir)
+  await mkdir(dataDir, { recursive: true, mode: 0o700 })
+  try {
+    const running = await readDaemonInfo(dataDir)
+    throw new Conflict(`a daemon (pid ${running.pid}) already runs on ${dataDir}; its API is ${running.api}`)
+  } catch (err) {
+    if (!isDmsError(err, 'NotRunning')) throw err
+  }
+  const config = await loadConfig(dataDir, opts.flags)
+  const log = createLogger('dms', config.logLevel)
+  const passphrase = await getPassphrase('unlock the node keys', { confirm: false })
+  const init = await initDataDir(dataDir, passphrase)
+  if (init.created.length > 0) log.info({ created: init.created, user: init.user }, 'created keys on first run; the user key is a root of this node')
+  const identity = await new Keystore(dataDir).load('dms', passphrase)
+
+  const node = await createNode({ dataDir, identity, config, log })
+  let api
+  try {
+    api = await startApi(node, { port: config.apiPort, maxBodyBytes: config.maxFrameBytes, log: log.child({ part: 'api' }) })
+  } catch (err) {
+    await node.stop()
+    throw err
+  }
+  const info: DaemonInfo = { peerId: node.peerId, did: node.did, addrs: node.addrs(), api: api.url, pid: process.pid }
+  const infoPath = join(dataDir, 'daemon.json')
+  await writeFile(`${infoPath}.tmp`, JSON.stringify(info, null, 2) + '\n', { mode: 0o600 })
+  await rename(`${infoPath}.tmp`, infoPath)
+  log.info({ peerId: info.peerId, did: info.did, addrs: info.addrs, api: info.api, readyMs: Math.round(performance.now() - t0) }, 'dms node ready')
+
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'stopping')
+    setTimeout(() => {
+      log.warn('stop took too long; exiting anyway')
+      process.exit(0)
+    }, STOP_DEADLINE_MS).unref()
+    void (async () => {
+      await rm(infoPath, { force: true })
+      await api.close().catch(() => {})
+      await node.stop()
+      log.info('stopped')
+      log.flush?.()
+      process.exit(0)
+    })()
+  }
+  process.on('SIGINT', () => { stop('SIGINT') })
+  process.on('SIGTERM', () => { stop('SIGTERM') })
+}

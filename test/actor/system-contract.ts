@@ -1,0 +1,236 @@
+import { z } from 'zod'
+import { describe, it, expect, beforeEach, afterEach } from 'vitest'
+import type { AnyBehavior } from '../../src/actor/behavior.js'
+import { encodeEnvelope, newNonce, decodeEnvelope } from '../../src/actor/envelope.js'
+import { ActorSystem, unwrapReply, type MailboxLimits } from '../../src/actor/system.js'
+import type { Envelope, Transport } from '../../src/actor/types.js'
+import { newIdentity, type Identity } from '../../src/identity/identity.js'
+import { Unauthorized, isDmsError } from '../../src/lib/errors.js'
+import type { Authorizer } from '../../src/security/authorizer.js'
+
+/**
+ * The actor system's contract, run against every Transport: the in-process one (unit) and the
+ * libp2p one (integration). Each refusal must come back typed, well before the caller's deadline
+ * (every call here has a 60 s timeout; the test timeout is far shorter).
+ */
+export interface TransportFactory {
+  /** Transports for the given identities (index i uses ids[i]'s key), able to reach each other. */
+  make: (ids: Identity[], opts?: { maxFrameBytes?: number[] }) => Promise<{ transports: Transport[], close: () => Promise<void> }>
+}
+
+const LONG = 60_000
+
+/** Trusts a fixed set of DIDs as roots; everyone else is refused. */
+function rootsAuthorizer (roots: Set<string>): Authorizer {
+  return {
+    authorize: async (req) => {
+      if (!roots.has(req.invoker)) throw new Unauthorized(`${req.invoker} holds no capability for ${req.capability}`, { reason: 'no-proof' })
+    }
+  }
+}
+
+let gate: { release: () => void, wait: Promise<void> } | undefined
+const echo = { path: '/test/echo', describe: 'echo', request: z.object({ text: z.string() }), response: z.object({ text: z.string(), from: z.string() }), needs: [], handler: (_s: unknown, r: { text: string }, c: { invoker: string }) => ({ text: r.text, from: c.invoker }) }
+const pub = { path: '/public/echo', describe: 'public echo', request: z.object({}).passthrough(), response: z.object({ ok: z.boolean() }), needs: [], handler: () => ({ ok: true }) }
+const fails = { path: '/public/fails', describe: 'always fails', request: z.object({}), response: z.object({}), needs: [], handler: () => { throw new Error('boom') } }
+const slow = { path: '/public/slow', describe: 'waits for the gate', request: z.object({}), response: z.object({}), needs: [], handler: async () => { await gate?.wait; return {} } }
+const heard: Envelope[] = []
+const bcast = { path: '/broadcast/test', topic: '/test/topic', capability: false as const, describe: 'broadcast', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s: unknown, _r: unknown, c: { envelope: Envelope }) => { heard.push(c.envelope); return {} } }
+const oneway: unknown[] = []
+const sink = { path: '/public/sink', describe: 'one-way sink', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s: unknown, r: { n: number }) => { oneway.push(r.n); return {} } }
+const BEHAVIORS = [echo, pub, fails, slow, bcast, sink] as unknown as AnyBehavior[]
+
+export function actorSystemContract (name: string, factory: TransportFactory): void {
+  describe(`actor system over ${name}`, () => {
+    let a: ActorSystem, b: ActorSystem
+    let idA: Identity, idB: Identity, user: Identity, stranger: Identity
+    let idR: Identity
+    let tR: Transport
+    let close: () => Promise<void>
+    /** Replies that reached the raw peer R, by their reply path. */
+    let rawReplies: Map<string, { resolve: (m: unknown) => void, msg?: unknown }>
+
+    async function setup (limits?: MailboxLimits, maxFrameBytes?: number[]): Promise<void> {
+      ;[idA, idB, idR, user, stranger] = await Promise.all([newIdentity(), newIdentity(), newIdentity(), newIdentity(), newIdentity()])
+      const made = await factory.make([idA, idB, idR], { maxFrameBytes })
+      const [tA, tB] = made.transports
+      tR = made.transports[2]
+      close = made.close
+      rawReplies = new Map()
+      tR.setReceiver({
+        onFrame: (frame) => {
+          const env = decodeEnvelope(frame).envelope
+          const slot = rawReplies.get(env.be)
+          if (slot !== undefined) slot.resolve(env.msg)
+        },
+        onOversize: () => {}
+      })
+      const auth = rootsAuthorizer(new Set([idA.did, user.did]))
+      a = new ActorSystem({ identity: idA, transport: tA, authorizer: auth, behaviors: BEHAVIORS, services: {}, limits })
+      b = new ActorSystem({ identity: idB, transport: tB, authorizer: auth, behaviors: BEHAVIORS, services: {}, limits })
+    }
+
+    /** A frame signed by `signer`, sent from the raw peer R. */
+    function frameFrom (signer: Identity, patch: Partial<Envelope> = {}): { frame: Uint8Array, env: Envelope } {
+      const nonce = newNonce()
+      const env: Envelope = {
+        v: 1,
+        to: b.root.handle,
+        from: { id: signer.did, did: signer.did, addr: { peer: idR.peerId, inbox: 'raw' } },
+        be: '/test/echo',
+        nonce,
+        exp: Date.now() + LONG,
+        cont: `/dms/reply/${nonce}`,
+        msg: { text: 'hi' },
+        ...patch
+      }
+      return { env, frame: encodeEnvelope(env, signer.sign) }
+    }
+
+    /** Sends a raw frame from R to B and resolves with the reply message R receives. */
+    async function rawSend (frame: Uint8Array): Promise<unknown> {
+      const cont = decodeEnvelope(frame).envelope.cont!
+      const reply = new Promise<unknown>(resolve => { rawReplies.set(cont, { resolve }) })
+      await tR.send(idB.peerId, frame)
+      return await reply
+    }
+    async function rawInvoke (frame: Uint8Array): Promise<unknown> {
+      return unwrapReply(await rawSend(frame))
+    }
+
+    beforeEach(async () => { heard.length = 0; oneway.length = 0; gate = undefined })
+    afterEach(async () => { a?.stop(); b?.stop(); await close?.() })
+
+    it('invokes a behaviour on another node and gets the typed reply', async () => {
+      await setup()
+      const r = await a.root.invoke(b.root.handle, '/test/echo', { text: 'hello' }, { timeout: LONG })
+      expect(r).toEqual({ text: 'hello', from: idA.did })
+    })
+
+    it('refuses to invoke without a deadline', async () => {
+      await setup()
+      await expect(a.root.invoke(idB.did, '/test/echo', { text: 'x' }, {})).rejects.toMatchObject({ name: 'InvalidArgument' })
+    })
+
+    it('answers an unknown behaviour at once with UnknownBehavior', async () => {
+      await setup()
+      await expect(a.root.invoke(idB.peerId, '/no/such/thing', {}, { timeout: LONG })).rejects.toMatchObject({ name: 'UnknownBehavior' })
+    })
+
+    it('answers an unauthorized invoker at once, and still serves /public/*', async () => {
+      await setup()
+      await expect(b.root.invoke(idA.did, '/test/echo', { text: 'x' }, { timeout: LONG })).rejects.toMatchObject({ name: 'Unauthorized' })
+      await expect(b.root.invoke(idA.did, '/public/echo', {}, { timeout: LONG })).resolves.toEqual({ ok: true })
+    })
+
+    it('answers a request that breaks the schema with BadRequest', async () => {
+      await setup()
+      await expect(a.root.invoke(idB.did, '/test/echo', { text: 42 }, { timeout: LONG })).rejects.toMatchObject({ name: 'BadRequest' })
+    })
+
+    it('answers a failing handler with HandlerFailed', async () => {
+      await setup()
+      await expect(a.root.invoke(idB.did, '/public/fails', {}, { timeout: LONG })).rejects.toMatchObject({ name: 'HandlerFailed' })
+    })
+
+    it('verifies envelopes signed by a key other than the connected host, refusing tampered ones', async () => {
+      await setup()
+      const ok = frameFrom(user)
+      await expect(rawInvoke(ok.frame)).resolves.toEqual({ text: 'hi', from: user.did })
+      const tampered = new Uint8Array(frameFrom(user).frame)
+      tampered[tampered.length - 67] ^= 0x01 // 'i' of the payload's "hi" becomes 'h': still JSON, no longer signed
+      expect(await rawSend(tampered)).toMatchObject({ error: { name: 'Unauthorized', reason: 'bad-signature' } })
+      await expect(rawInvoke(frameFrom(user).frame)).resolves.toMatchObject({ text: 'hi' })
+    })
+
+    it('refuses an expired envelope with Expired', async () => {
+      await setup()
+      const { frame } = frameFrom(user, { exp: Date.now() - 1000 })
+      expect(await rawSend(frame)).toMatchObject({ error: { name: 'Expired' } })
+    })
+
+    it('refuses a replayed envelope with Replayed', async () => {
+      await setup()
+      const { frame } = frameFrom(user)
+      expect(await rawSend(frame)).toMatchObject({ ok: { text: 'hi' } })
+      expect(await rawSend(frame)).toMatchObject({ error: { name: 'Replayed' } })
+    })
+
+    it('refuses an envelope claiming another host than the connection it came on', async () => {
+      await setup()
+      const { frame } = frameFrom(user, { from: { id: user.did, did: user.did, addr: { peer: stranger.peerId, inbox: 'raw' } } })
+      expect(await rawSend(frame)).toMatchObject({ error: { name: 'Unauthorized', reason: 'host-mismatch' } })
+    })
+
+    it('answers Overloaded when the mailbox is full, and serves again once it drains', async () => {
+      await setup({ concurrency: 1, capacity: 0 })
+      let release!: () => void
+      gate = { release: () => release(), wait: new Promise<void>(resolve => { release = resolve }) }
+      const first = a.root.invoke(idB.did, '/public/slow', {}, { timeout: LONG })
+      // the first occupies the only slot; wait until B is actually running it
+      await until(() => b.root.load.running === 1)
+      await expect(a.root.invoke(idB.did, '/public/slow', {}, { timeout: LONG })).rejects.toMatchObject({ name: 'Overloaded' })
+      gate.release()
+      await expect(first).resolves.toEqual({})
+      await expect(a.root.invoke(idB.did, '/public/echo', {}, { timeout: LONG })).resolves.toEqual({ ok: true })
+    })
+
+    it('limits one sender without starving the others', async () => {
+      await setup({ perSenderRate: 1, perSenderBurst: 2 })
+      const results = await Promise.allSettled([1, 2, 3, 4].map(async () => await a.root.invoke(idB.did, '/public/echo', {}, { timeout: LONG })))
+      expect(results.filter(r => r.status === 'fulfilled')).toHaveLength(2)
+      const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+      expect(rejected.every(r => isDmsError(r.reason, 'Overloaded'))).toBe(true)
+      // another sender (a user key relayed by A) is not affected
+      await expect(rawInvoke(frameFrom(user, { be: '/public/echo', msg: {} }).frame)).resolves.toEqual({ ok: true })
+    })
+
+    it('refuses an oversized frame with FrameTooLarge, and the next calls on the connection go on', async () => {
+      await setup(undefined, [1024 * 1024, 128 * 1024, 1024 * 1024])
+      const big = 'x'.repeat(300 * 1024)
+      const before = a.root.invoke(idB.did, '/test/echo', { text: 'before' }, { timeout: LONG })
+      const over = a.root.invoke(idB.did, '/test/echo', { text: big }, { timeout: LONG })
+      const after = a.root.invoke(idB.did, '/test/echo', { text: 'after' }, { timeout: LONG })
+      await expect(over).rejects.toMatchObject({ name: 'FrameTooLarge' })
+      await expect(before).resolves.toMatchObject({ text: 'before' })
+      await expect(after).resolves.toMatchObject({ text: 'after' })
+    })
+
+    it('refuses at the sender a frame over its own limit, before writing', async () => {
+      await setup(undefined, [128 * 1024, 128 * 1024, 128 * 1024])
+      await expect(a.root.invoke(idB.did, '/test/echo', { text: 'y'.repeat(200 * 1024) }, { timeout: LONG })).rejects.toMatchObject({ name: 'FrameTooLarge' })
+    })
+
+    it('delivers one-way sends in order', async () => {
+      await setup()
+      for (let n = 0; n < 20; n++) await a.root.send(idB.did, '/public/sink', { n })
+      await until(() => oneway.length === 20)
+      expect(oneway).toEqual([...Array(20).keys()])
+    })
+
+    it('delivers broadcasts to subscribers, signed by the publisher', async () => {
+      await setup()
+      await until(async () => {
+        await a.root.publish('/test/topic', '/broadcast/test', { n: 1 })
+        return heard.length > 0
+      })
+      expect(heard[0].from.id).toBe(idA.did)
+      expect(heard[0].topic).toBe('/test/topic')
+    })
+
+    it('invokes the local node itself without the network', async () => {
+      await setup()
+      await expect(a.root.invoke(a.root.handle, '/test/echo', { text: 'me' }, { timeout: LONG })).resolves.toEqual({ text: 'me', from: idA.did })
+    })
+  })
+}
+
+export async function until (cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (let i = 0; i < 10_000; i++) {
+    if (await cond()) return
+    if (Date.now() > deadline) throw new Error('condition not met before the deadline')
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+  throw new Error('condition not met within the iteration bound')
+}
