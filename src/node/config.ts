@@ -9,22 +9,29 @@ import { parseDuration, parseSize } from '../lib/units.js'
  * Every layer is validated by the same strict schema: an unknown key is refused by name.
  */
 const Port = z.number().int().min(0).max(65535)
-export const ConfigSchema = z.strictObject({
+const Ports = z.strictObject({ min: Port.min(1), max: Port.min(1) })
+const Limits = z.strictObject({
+  perSenderRate: z.number().positive(),
+  perSenderBurst: z.number().positive(),
+  mailboxConcurrency: z.number().int().positive(),
+  mailboxCapacity: z.number().int().nonnegative()
+})
+const fields = {
   listen: z.array(z.string().startsWith('/')).min(1),
   bootstrap: z.array(z.string().startsWith('/')),
   mdns: z.boolean(),
   apiPort: Port,
   maxFrameBytes: z.number().int().min(64 * 1024).max(64 * 1024 * 1024),
   helloIntervalMs: z.number().int().min(1000),
-  ports: z.strictObject({ min: Port.min(1), max: Port.min(1) }).refine(p => p.min <= p.max, 'ports.min must not exceed ports.max'),
-  limits: z.strictObject({
-    perSenderRate: z.number().positive(),
-    perSenderBurst: z.number().positive(),
-    mailboxConcurrency: z.number().int().positive(),
-    mailboxCapacity: z.number().int().nonnegative()
-  }),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+}
+export const ConfigSchema = z.strictObject({
+  ...fields,
+  ports: Ports.refine(p => p.min <= p.max, 'ports.min must not exceed ports.max'),
+  limits: Limits
 })
+/** A layer (config.json, env, flags): every key optional, nested ones too; unknown keys refused. */
+const LayerSchema = z.strictObject({ ...fields, ports: Ports.partial(), limits: Limits.partial() }).partial()
 export type Config = z.infer<typeof ConfigSchema>
 export type ConfigInput = { [K in keyof Config]?: Config[K] extends object ? (Config[K] extends unknown[] ? Config[K] : Partial<Config[K]>) : Config[K] }
 
@@ -81,7 +88,7 @@ export async function fileConfig (dataDir: string): Promise<ConfigInput> {
   }
   let json: unknown
   try { json = JSON.parse(text) } catch (err) { throw new InvalidConfig(`${path} is not valid JSON: ${(err as Error).message}`) }
-  const r = ConfigSchema.partial().safeParse(json)
+  const r = LayerSchema.safeParse(json)
   if (!r.success) throw new InvalidConfig(`${path}: ${describeIssues(r.error)}`, { path })
   return r.data as ConfigInput
 }
