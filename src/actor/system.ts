@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import {
   BadRequest, DmsError, Expired, FrameTooLarge, HandlerFailed, InvalidArgument, Overloaded, Replayed,
-  Timeout, Unauthorized, UnknownBehavior, errorFromWire, toWireError, type WireError
+  Timeout, Unauthorized, UnknownBehavior, Unreachable, errorFromWire, toWireError, type WireError
 } from '../lib/errors.js'
 import { silentLogger } from '../lib/log.js'
 import { didFromPeerId, isDid, peerIdFromDid, type Did } from '../identity/did.js'
@@ -212,6 +212,19 @@ export class ActorSystem {
       this.pending.delete(cont)
     }
     for (const [, r] of this.root.registry) if (r.decl.topic !== undefined) this.transport.unsubscribe(r.decl.topic)
+  }
+
+  /**
+   * The transport lost its last connection to `peer`: invocations waiting on it fail now with
+   * `Unreachable` rather than at their deadline.
+   */
+  peerGone (peer: string): void {
+    for (const [cont, p] of this.pending) {
+      if (p.expectPeer !== peer) continue
+      clearTimeout(p.timer)
+      this.pending.delete(cont)
+      p.reject(new Unreachable(`the connection to ${peer} closed before it replied`, { peer }))
+    }
   }
 
   // ---------------------------------------------------------------- outbound

@@ -125,6 +125,8 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       }
     })
     closers.push(async () => { system.stop() })
+    const unwatch = network.transport.onPeerDisconnect(peer => { system.peerGone(peer) })
+    closers.push(async () => { unwatch() })
 
     network.setHelloCallbacks({
       announce: async () => { await system.root.publish(HELLO_TOPIC, '/broadcast/hello', { did: identity.did, addrs: network.addrs() }, { timeout: HELLO_LIFETIME_MS }) },

@@ -15,7 +15,7 @@ import type { Authorizer } from '../../src/security/authorizer.js'
  */
 export interface TransportFactory {
   /** Transports for the given identities (index i uses ids[i]'s key), able to reach each other. */
-  make: (ids: Identity[], opts?: { maxFrameBytes?: number[] }) => Promise<{ transports: Transport[], close: () => Promise<void> }>
+  make: (ids: Identity[], opts?: { maxFrameBytes?: number[] }) => Promise<{ transports: Transport[], close: () => Promise<void>, start?: () => Promise<void> }>
 }
 
 const LONG = 60_000
@@ -68,6 +68,7 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
       const auth = rootsAuthorizer(new Set([idA.did, user.did]))
       a = new ActorSystem({ identity: idA, transport: tA, authorizer: auth, behaviors: BEHAVIORS, services: {}, limits })
       b = new ActorSystem({ identity: idB, transport: tB, authorizer: auth, behaviors: BEHAVIORS, services: {}, limits })
+      await made.start?.()
     }
 
     /** A frame signed by `signer`, sent from the raw peer R. */
