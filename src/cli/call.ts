@@ -38,10 +38,11 @@ export async function openSession (g: CliGlobals): Promise<Session> {
 }
 
 /** Builds and signs an envelope from this CLI context, with the proofs its anchors provide. */
-export async function buildEnvelope (g: CliGlobals, s: Session, to: Handle, behavior: string, payload: unknown, extra: { cont?: boolean, topic?: string } = {}): Promise<{ env: Envelope, frame: Uint8Array }> {
+export async function buildEnvelope (g: CliGlobals, s: Session, to: Handle, behavior: string, payload: unknown, extra: { cont?: boolean, topic?: string, cap?: string[] } = {}): Promise<{ env: Envelope, frame: Uint8Array }> {
   const from: Handle = { id: s.identity.did, did: s.identity.did, addr: { peer: s.daemon.peerId, inbox: CLI_INBOX } }
   const nonce = newNonce()
-  const proofs = behavior.startsWith('/public/') ? [] : await (await loadProofSource(g.dataDir, g.context)).proofsFor(behavior, to.id, extra.topic)
+  // explicit tokens (raw envelopes) replace what the context's provide anchors would give
+  const proofs = extra.cap ?? (behavior.startsWith('/public/') ? [] : await (await loadProofSource(g.dataDir, g.context)).proofsFor(behavior, to.id, extra.topic))
   const env: Envelope = {
     v: 1,
     to,

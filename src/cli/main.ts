@@ -1,7 +1,6 @@
 import '../lib/polyfill.js'
 import { readFile } from 'node:fs/promises'
 import { Command } from 'commander'
-import { behaviors } from '../../behaviors/index.js'
 import type { AnyBehavior } from '../actor/behavior.js'
 import type { Envelope } from '../actor/types.js'
 import { unwrapReply } from '../actor/system.js'
@@ -9,7 +8,7 @@ import { Keystore } from '../identity/keystore.js'
 import { getPassphrase } from '../identity/passphrase.js'
 import { BadRequest, DmsError, InvalidArgument } from '../lib/errors.js'
 import { VERSION } from '../node/version.js'
-import { initDataDir, runDaemon } from '../node/daemon.js'
+import { initDataDir } from '../node/init.js'
 import type { ConfigInput } from '../node/config.js'
 import { behaviorHelp } from './behavior-docs.js'
 import { buildEnvelope, callBehavior, openSession, parseDest } from './call.js'
@@ -24,6 +23,14 @@ function parseJson (flag: string, text: string | undefined): unknown {
   if (text === undefined) return {}
   try { return JSON.parse(text) } catch (err) { throw new InvalidArgument(`${flag} is not JSON: ${(err as Error).message}`) }
 }
+
+/**
+ * The behaviour list for help text, loaded only when help is shown. (Imported statically it would
+ * make every command pay for loading every behaviour's dependencies.)
+ */
+let loadedBehaviors: readonly AnyBehavior[] = []
+export function setBehaviorList (list: readonly AnyBehavior[]): void { loadedBehaviors = list }
+function behaviorList (): readonly AnyBehavior[] { return loadedBehaviors }
 
 export function buildProgram (): Command {
   const program = new Command('dms')
@@ -56,6 +63,8 @@ export function buildProgram (): Command {
         flags.apiPort = port
       }
       if (!o.mdns) flags.mdns = false
+      // loaded here: the daemon pulls in libp2p (~0.8 s), which no other command needs
+      const { runDaemon } = await import('../node/daemon.js')
       await runDaemon({ dataDir: globalsFrom(o).dataDir, flags })
     })
 
@@ -85,14 +94,14 @@ export function buildProgram (): Command {
     .description('invoke a behaviour and print its reply as JSON')
     .option('--dest <peerIdOrDid>', 'destination node (default: the local node)')
     .option('--data <json>', 'request payload (JSON)')
-    .addHelpText('after', behaviorHelp(behaviors as readonly AnyBehavior[]))
+    .addHelpText('after', () => behaviorHelp(behaviorList()))
     .action(async (behavior: string, o: { dest?: string, data?: string, dataDir?: string, context?: string, timeout?: string }) => {
       printJson(await callBehavior(globalsFrom(o), behavior, parseJson('--data', o.data), { dest: o.dest }))
     })
 
   for (const mode of ['invoke', 'send', 'broadcast'] as const) {
     withCommon(actor.command(mode))
-      .description(`${mode} a raw envelope: JSON {to?, be, msg?, topic?, cap?} from --envelope or stdin, signed here with the context key`)
+      .description(`${mode} a raw envelope: JSON {to?, be, msg?, topic?, cap?} from --envelope or stdin, signed here with the context key (cap given replaces the context's own proofs)`)
       .option('--envelope <json>', 'the envelope (JSON); read from stdin when absent')
       .action(async (o: { envelope?: string, dataDir?: string, context?: string, timeout?: string }) => {
         const g = globalsFrom(o)
@@ -101,7 +110,8 @@ export function buildProgram (): Command {
         if (mode === 'broadcast' && typeof raw.topic !== 'string') throw new BadRequest('a broadcast envelope needs a "topic"')
         const s = await openSession(g)
         const to = raw.to === undefined ? { id: s.daemon.did, did: s.daemon.did, addr: { peer: s.daemon.peerId, inbox: 'root' } } as Envelope['to'] : typeof raw.to === 'string' ? parseDest(raw.to) : raw.to
-        const { frame } = await buildEnvelope(g, s, to, raw.be, raw.msg ?? {}, { cont: mode === 'invoke', topic: raw.topic })
+        if (raw.cap !== undefined && (!Array.isArray(raw.cap) || raw.cap.some(t => typeof t !== 'string'))) throw new BadRequest('"cap" must be an array of token strings')
+        const { frame } = await buildEnvelope(g, s, to, raw.be, raw.msg ?? {}, { cont: mode === 'invoke', topic: raw.topic, cap: raw.cap })
         if (mode === 'invoke') {
           const r = await s.api.invoke(frame, g.timeoutMs)
           printJson({ from: r.from, reply: unwrapReply(r.reply) })
@@ -129,6 +139,9 @@ async function readStdin (): Promise<string | undefined> {
 /** Runs the CLI: errors print `<ErrorName>: <message>` on stderr and exit 1. */
 export async function main (argv: string[]): Promise<void> {
   try {
+    if (argv.includes('--help') || argv.includes('-h') || argv.includes('help')) {
+      setBehaviorList((await import('../../behaviors/index.js')).behaviors as readonly AnyBehavior[])
+    }
     await buildProgram().parseAsync(argv)
   } catch (err) {
     if (err instanceof DmsError) process.stderr.write(`${err.name}: ${err.message}\n`)

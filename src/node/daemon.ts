@@ -7,30 +7,12 @@ import { Keystore } from '../identity/keystore.js'
 import { getPassphrase } from '../identity/passphrase.js'
 import { Conflict, isDmsError } from '../lib/errors.js'
 import { createLogger } from '../lib/log.js'
-import { addRoot } from '../security/index.js'
 import { loadConfig, type ConfigInput } from './config.js'
 import { createNode } from './create-node.js'
+import { initDataDir } from './init.js'
 
 /** SIGINT/SIGTERM: exit 0 within this bound even if some part hangs while stopping. */
 const STOP_DEADLINE_MS = 4_500
-
-export interface InitResult { dataDir: string, dms: string, user: string, created: string[] }
-
-/**
- * Creates the `dms` (node) and `user` keys if missing and makes the user a root of the node: the
- * person who installed the node may do everything on it. Idempotent.
- */
-export async function initDataDir (dataDir: string, passphrase: string): Promise<InitResult> {
-  await mkdir(dataDir, { recursive: true, mode: 0o700 })
-  const ks = new Keystore(dataDir)
-  const created: string[] = []
-  for (const ctx of ['dms', 'user']) {
-    if (!await ks.exists(ctx)) { await ks.create(ctx, passphrase); created.push(ctx) }
-  }
-  const user = await ks.did('user')
-  await addRoot(dataDir, 'dms', user)
-  return { dataDir, dms: await ks.did('dms'), user, created }
-}
 
 export async function runDaemon (opts: { dataDir: string, flags: ConfigInput }): Promise<void> {
   const t0 = performance.now()

@@ -1,0 +1,103 @@
+import type { Command } from 'commander'
+import { InvalidArgument } from '../../lib/errors.js'
+import { parseCores, parseDuration, parseSize } from '../../lib/units.js'
+import { NODE_STATES, parseLabel } from '../../services/node-state/index.js'
+import { callBehavior } from '../call.js'
+import { globalsFrom, printJson, withCommon } from '../common.js'
+
+interface CommonOpts { dataDir?: string, context?: string, timeout?: string }
+interface DestOpts extends CommonOpts { dest?: string }
+
+const RESOURCE_VIEWS = ['onboarded', 'allocated', 'free'] as const
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+
+/** `0`, `0:8GiB` or `:8GiB` (any device with that much VRAM free). */
+function parseGpuRequest (arg: string): { index?: number, vramBytes?: number } {
+  const [i, vram, ...rest] = arg.split(':')
+  const index = i.trim() === '' ? undefined : Number(i)
+  if (rest.length > 0 || (index !== undefined && (!Number.isInteger(index) || index < 0)) || (index === undefined && vram === undefined)) {
+    throw new InvalidArgument(`--gpu takes [<index>][:<vram>], e.g. 0, 0:8GiB or :8GiB; got '${arg}'`)
+  }
+  return { ...(index !== undefined ? { index } : {}), ...(vram !== undefined ? { vramBytes: parseSize(vram) } : {}) }
+}
+
+/** `dms node state|label|status|hardware|resources`. */
+export function register (program: Command): void {
+  const node = program.command('node').description('this node: state, labels, status, hardware, resources')
+
+  withCommon(node.command('state <state>'))
+    .description(`set the node state (${NODE_STATES.join(' | ')})`)
+    .action(async (state: string, o: CommonOpts) => {
+      if (!(NODE_STATES as readonly string[]).includes(state)) {
+        throw new InvalidArgument(`unknown node state '${state}' (one of ${NODE_STATES.join(', ')})`)
+      }
+      printJson(await callBehavior(globalsFrom(o), '/dms/node/state/set', { state }))
+    })
+
+  const label = node.command('label').description('node labels (key=value) for placement constraints')
+  withCommon(label.command('set <labels...>'))
+    .description('add or replace labels: dms node label set zone=eu-west gpu=true')
+    .action(async (args: string[], o: CommonOpts) => {
+      const labels = Object.fromEntries(args.map(parseLabel))
+      printJson(await callBehavior(globalsFrom(o), '/dms/node/labels/set', { labels }))
+    })
+  withCommon(label.command('rm <keys...>'))
+    .description('remove labels by key')
+    .action(async (keys: string[], o: CommonOpts) => {
+      printJson(await callBehavior(globalsFrom(o), '/dms/node/labels/remove', { keys }))
+    })
+
+  withCommon(node.command('status'))
+    .description('state, labels, onboarding, resources and a hardware summary')
+    .option('--dest <peer>', 'ask another node (PeerId or did:key)')
+    .action(async (o: DestOpts) => {
+      printJson(await callBehavior(globalsFrom(o), '/dms/node/status', {}, { dest: o.dest }))
+    })
+
+  withCommon(node.command('hardware'))
+    .description('the machine\'s hardware spec, or its live usage with --usage')
+    .option('--usage', 'live CPU %, RAM and disk used')
+    .option('--dest <peer>', 'ask another node (PeerId or did:key)')
+    .action(async (o: DestOpts & { usage?: boolean }) => {
+      printJson(await callBehavior(globalsFrom(o), o.usage === true ? '/dms/node/hardware/usage' : '/dms/node/hardware/spec', {}, { dest: o.dest }))
+    })
+
+  const resources = node.command('resources').description('the resource ledger: views, and reserve/commit/release by id')
+  for (const view of RESOURCE_VIEWS) {
+    withCommon(resources.command(view))
+      .description(`${view} resources as a vector`)
+      .option('--dest <peer>', 'ask another node (PeerId or did:key)')
+      .action(async (o: DestOpts) => {
+        printJson(await callBehavior(globalsFrom(o), `/dms/node/resources/${view}`, {}, { dest: o.dest }))
+      })
+  }
+  withCommon(resources.command('ledger'))
+    .description('onboarded, live reservations, allocations, free and any deficit')
+    .option('--dest <peer>', 'ask another node (PeerId or did:key)')
+    .action(async (o: DestOpts) => {
+      printJson(await callBehavior(globalsFrom(o), '/dms/node/resources/ledger', {}, { dest: o.dest }))
+    })
+  withCommon(resources.command('reserve <id>'))
+    .description('promise resources to <id> for --ttl')
+    .option('--cpu <cores>', 'CPU cores (fractions allowed)', '0')
+    .option('--ram <size>', 'RAM (512MiB, 4GiB, …)', '0')
+    .option('--disk <size>', 'disk', '0')
+    .option('--gpu <[index][:vram]>', 'a GPU: by index, by VRAM (:8GiB = any device with 8GiB free), or both (repeatable)', collect)
+    .option('--ttl <duration>', 'how long the promise holds (e.g. 30s, 5m)', '1m')
+    .action(async (id: string, o: CommonOpts & { cpu: string, ram: string, disk: string, gpu?: string[], ttl: string }) => {
+      const resources = {
+        cpuCores: parseCores(o.cpu),
+        ramBytes: parseSize(o.ram),
+        diskBytes: parseSize(o.disk),
+        gpus: (o.gpu ?? []).map(parseGpuRequest)
+      }
+      printJson(await callBehavior(globalsFrom(o), '/dms/node/resources/reserve', { id, resources, ttlMs: parseDuration(o.ttl) }))
+    })
+  for (const verb of ['commit', 'release'] as const) {
+    withCommon(resources.command(`${verb} <id>`))
+      .description(verb === 'commit' ? 'turn the reservation <id> into an allocation' : 'free the reservation or allocation <id>')
+      .action(async (id: string, o: CommonOpts) => {
+        printJson(await callBehavior(globalsFrom(o), `/dms/node/resources/${verb}`, { id }))
+      })
+  }
+}
