@@ -1,0 +1,12 @@
+import { z } from 'zod'
+import { defineBehavior } from '../../define.js'
+import { PeerAddressSchema } from './schemas.js'
+
+export default defineBehavior({
+  path: '/dms/node/peers/connect',
+  describe: 'Dials a peer at a multiaddr ending in /p2p/<peer id> and remembers the address in the peer book.',
+  request: z.object({ address: PeerAddressSchema }),
+  response: z.object({ id: z.string(), connected: z.boolean() }),
+  needs: ['peers'],
+  handler: async ({ peers }, { address }, call) => await peers.connect(address, call.signal)
+})

@@ -1,0 +1,416 @@
+import type { Connection, Libp2p, PeerId, Stream, StreamMessageEvent } from '@libp2p/interface'
+import type { GossipSub, Message } from '@libp2p/gossipsub'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { FrameOrigin, FrameReceiver, Transport } from '../actor/types.js'
+import { BadRequest, FrameTooLarge, NotRunning, Unreachable } from '../lib/errors.js'
+import type { Logger } from '../lib/log.js'
+import {
+  ACTOR_PROTOCOL, DEFAULT_SEND_TIMEOUT_MS, MAX_ACTOR_STREAMS_PER_CONNECTION,
+  OPEN_STREAM_TIMEOUT_MS, OVERSIZE_HEAD_BYTES
+} from './constants.js'
+import { encodeFrame, FrameReader, type FrameEvent } from './frame-codec.js'
+
+/**
+ * The libp2p actor transport: one long-lived stream per peer on `/dms/actor/1.0.0` carries
+ * every envelope both ways (a stream per message costs 8–10× in latency and throughput). Whoever
+ * needs the stream first opens it; the other side adopts the inbound stream as its own writer.
+ *
+ * Simultaneous open (both sides open at once, before either sees the other's stream) is
+ * resolved deterministically: both sides keep the stream *initiated by the smaller PeerId* (string
+ * order) and half-close the other after flushing what was already queued on it. Every actor stream
+ * is read until it ends, so nothing written on the losing stream is lost; the only cost is that
+ * frames written around the switch may arrive out of order, which the actor layer does not rely
+ * on (invocations are matched by nonce, not by order). Between the same initiator, the newer
+ * stream wins (the remote re-opened because it considers the old one dead).
+ *
+ * Gossip (`publish`/`subscribe`) goes over gossipsub with StrictSign, so an inbound message's
+ * `from` is its authenticated publisher and becomes `origin.peer`.
+ */
+export interface ActorTransportInit {
+  maxFrameBytes: number
+}
+
+export interface ActorTransportComponents {
+  node: Libp2p<{ pubsub: GossipSub }>
+  /** An open connection to the peer: an existing one, or a dial after looking up its addresses. */
+  connect: (peer: PeerId, signal: AbortSignal) => Promise<Connection>
+  log: Logger
+}
+
+export interface ActorTransport extends Transport {
+  start: () => Promise<void>
+  stop: () => Promise<void>
+  /** Open actor streams to a peer (diagnostics and tests: normally 1). */
+  actorStreams: (peer: string) => number
+  /**
+   * Calls `listener` when the last connection to a peer closes, so that the actor layer can fail
+   * invocations waiting on that peer at once instead of at their deadline. Returns an unsubscribe.
+   */
+  onPeerDisconnect: (listener: (peer: string) => void) => () => void
+}
+
+export function createActorTransport (init: ActorTransportInit, components: ActorTransportComponents): ActorTransport {
+  return new Libp2pActorTransport(init, components)
+}
+
+/** A frame waiting for its turn on the peer's stream, or for the drain that confirms it. */
+interface Pending {
+  bytes: Uint8Array
+  /** Settles the caller's promise once (later calls are no-ops). */
+  done: (err?: Error) => void
+}
+
+interface Channel {
+  readonly peer: PeerId
+  /** The stream this side writes on. */
+  writer?: Stream
+  /** Every actor stream to the peer still being read (the writer and any retiring one). */
+  readonly streams: Set<Stream>
+  /** An outbound open in progress. */
+  opening?: Promise<void>
+  /** Frames in send order, written as the stream accepts them (FIFO, one writer at a time). */
+  readonly queue: Pending[]
+  /** The pump waits for the writer's drain (at most one waiter per channel). */
+  draining: boolean
+  /** Streams opened since a frame was last written: a peer that kills each new stream is given up on. */
+  opensWithoutWrite: number
+}
+
+/** Opens in a row that yield no usable stream before queued frames are reported unreachable. */
+const MAX_OPENS_WITHOUT_WRITE = 3
+
+function usable (s: Stream): boolean {
+  return s.status === 'open' && s.writeStatus === 'writable'
+}
+
+function errorText (err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+class Libp2pActorTransport implements ActorTransport {
+  readonly peerId: string
+  readonly maxFrameBytes: number
+  private receiver?: FrameReceiver
+  private readonly channels = new Map<string, Channel>()
+  private readonly topics = new Set<string>()
+  private readonly disconnectListeners = new Set<(peer: string) => void>()
+  private running = false
+  /** Aborts opens in progress when the transport stops. */
+  private stopping = new AbortController()
+  private readonly node: Libp2p<{ pubsub: GossipSub }>
+  private readonly log: Logger
+
+  constructor (init: ActorTransportInit, private readonly components: ActorTransportComponents) {
+    this.node = components.node
+    this.log = components.log
+    this.peerId = components.node.peerId.toString()
+    this.maxFrameBytes = init.maxFrameBytes
+  }
+
+  setReceiver (receiver: FrameReceiver): void {
+    this.receiver = receiver
+  }
+
+  async start (): Promise<void> {
+    if (this.running) return
+    this.stopping = new AbortController()
+    // Running before the handler exists: a stream that arrives as soon as it is registered is kept.
+    this.running = true
+    try {
+      await this.node.handle(ACTOR_PROTOCOL, (stream, connection) => {
+        this.attach(connection.remotePeer, stream)
+      }, { maxInboundStreams: MAX_ACTOR_STREAMS_PER_CONNECTION, maxOutboundStreams: MAX_ACTOR_STREAMS_PER_CONNECTION })
+    } catch (err) {
+      this.running = false
+      throw err
+    }
+    this.node.services.pubsub.addEventListener('message', this.onGossip)
+    this.node.addEventListener('peer:disconnect', this.onDisconnect)
+    for (const t of this.topics) this.node.services.pubsub.subscribe(t)
+  }
+
+  async stop (): Promise<void> {
+    if (!this.running) return
+    this.running = false
+    this.stopping.abort(new NotRunning('the network is stopping'))
+    this.node.services.pubsub.removeEventListener('message', this.onGossip)
+    this.node.removeEventListener('peer:disconnect', this.onDisconnect)
+    await this.node.unhandle(ACTOR_PROTOCOL).catch(() => {})
+    const channels = [...this.channels.values()]
+    this.channels.clear()
+    for (const c of channels) for (const item of c.queue.splice(0)) item.done(new NotRunning('the network stopped before the frame was sent'))
+    const streams = channels.flatMap(c => [...c.streams])
+    // The connections close right after (libp2p stop); an abort discards nothing still wanted.
+    for (const s of streams) s.abort(new NotRunning('the network is stopping'))
+  }
+
+  actorStreams (peer: string): number {
+    return [...(this.channels.get(peer)?.streams ?? [])].filter(s => s.status === 'open').length
+  }
+
+  onPeerDisconnect (listener: (peer: string) => void): () => void {
+    this.disconnectListeners.add(listener)
+    return () => { this.disconnectListeners.delete(listener) }
+  }
+
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    const peer = evt.detail.toString()
+    for (const l of [...this.disconnectListeners]) {
+      try { l(peer) } catch (err) { this.log.error({ err, peer }, 'peer-disconnect listener threw') }
+    }
+  }
+
+  // ---- direct frames ----
+
+  /**
+   * Queues the frame on the peer's channel and resolves once the muxer took it. Frames are written
+   * in order, one at a time, while the stream accepts data; when `send()` returns false the pump
+   * waits for the drain, so at most one frame sits in the stream's write buffer and a caller
+   * awaiting each send is paced by the network. Nothing queued is dropped silently: a frame that
+   * cannot be written (no stream can be opened, the stream dies before its drain, the deadline
+   * passes) rejects with `Unreachable`.
+   */
+  async send (peer: string, frame: Uint8Array, signal?: AbortSignal): Promise<void> {
+    if (frame.length > this.maxFrameBytes) {
+      throw new FrameTooLarge(`frame of ${frame.length} bytes exceeds the limit of ${this.maxFrameBytes}`, { limit: this.maxFrameBytes, size: frame.length })
+    }
+    if (!this.running) throw new NotRunning('the network is not running')
+    if (peer === this.peerId) throw new BadRequest('frames for this node are delivered locally, not over the network', { peer })
+    let remote: PeerId
+    try { remote = peerIdFromString(peer) } catch { throw new BadRequest(`not a peer id: '${peer.slice(0, 80)}'`, { peer: peer.slice(0, 80) }) }
+    const sig = signal ?? AbortSignal.timeout(DEFAULT_SEND_TIMEOUT_MS)
+    if (sig.aborted) throw new Unreachable(`peer ${peer} is unreachable: deadline passed`, { peer })
+    const ch = this.channel(remote)
+    await new Promise<void>((resolve, reject) => {
+      let settled = false
+      const item: Pending = {
+        bytes: encodeFrame(frame),
+        done: (err) => {
+          if (settled) return
+          settled = true
+          sig.removeEventListener('abort', onAbort)
+          if (err === undefined) resolve(); else reject(err)
+        }
+      }
+      const onAbort = (): void => {
+        const i = ch.queue.indexOf(item)
+        if (i >= 0) ch.queue.splice(i, 1)
+        item.done(new Unreachable(`peer ${peer} is unreachable: deadline passed`, { peer }))
+      }
+      sig.addEventListener('abort', onAbort, { once: true })
+      ch.queue.push(item)
+      this.pump(ch)
+    })
+  }
+
+  private channel (peer: PeerId): Channel {
+    const key = peer.toString()
+    let ch = this.channels.get(key)
+    if (ch === undefined) {
+      ch = { peer, streams: new Set(), queue: [], draining: false, opensWithoutWrite: 0 }
+      this.channels.set(key, ch)
+    }
+    return ch
+  }
+
+  /** Writes queued frames while the writer accepts them; opens a stream when there is none. */
+  private pump (ch: Channel): void {
+    if (!this.running || ch.queue.length === 0 || ch.draining) return
+    const w = ch.writer
+    if (w === undefined || !usable(w)) {
+      if (ch.opening !== undefined) return
+      if (ch.opensWithoutWrite >= MAX_OPENS_WITHOUT_WRITE) {
+        ch.opensWithoutWrite = 0
+        const peer = ch.peer.toString()
+        for (const item of ch.queue.splice(0)) item.done(new Unreachable(`peer ${peer} is unreachable: its actor stream keeps closing`, { peer }))
+        return
+      }
+      ch.opensWithoutWrite++
+      ch.opening = this.open(ch)
+        .catch((err: unknown) => {
+          const peer = ch.peer.toString()
+          const e = this.running
+            ? new Unreachable(`peer ${peer} is unreachable: ${errorText(err)}`, { peer })
+            : new NotRunning('the network stopped before the frame was sent')
+          for (const item of ch.queue.splice(0)) item.done(e)
+          // Not a stream that died young: a later send may dial afresh.
+          ch.opensWithoutWrite = 0
+        })
+        .finally(() => {
+          ch.opening = undefined
+          this.pump(ch)
+          this.forgetIfIdle(ch)
+        })
+      return
+    }
+    while (ch.queue.length > 0) {
+      const item = ch.queue.shift() as Pending
+      let accepted: boolean
+      try {
+        accepted = w.send(item.bytes)
+      } catch (err) {
+        item.done(new Unreachable(`peer ${ch.peer.toString()} is unreachable: ${errorText(err)}`, { peer: ch.peer.toString() }))
+        continue
+      }
+      ch.opensWithoutWrite = 0
+      if (accepted) { item.done(); continue }
+      // The muxer is full and this frame waits in the stream's buffer: confirm it on drain (or
+      // report it lost if the stream dies first), and write nothing more until then.
+      ch.draining = true
+      w.onDrain().then(() => { item.done() }, (err: unknown) => {
+        item.done(new Unreachable(`peer ${ch.peer.toString()} is unreachable: the stream closed (${errorText(err)})`, { peer: ch.peer.toString() }))
+      }).finally(() => {
+        ch.draining = false
+        this.pump(ch)
+      })
+      return
+    }
+  }
+
+  /** Drops the state of a peer with no stream and nothing to send (bounds memory by live peers). */
+  private forgetIfIdle (ch: Channel): void {
+    const key = ch.peer.toString()
+    const idle = ch.streams.size === 0 && ch.opening === undefined && ch.queue.length === 0 && !ch.draining
+    if (idle && this.channels.get(key) === ch) this.channels.delete(key)
+  }
+
+  /** Opens an outbound actor stream; the channel's writer is then decided by `attach`. */
+  private async open (ch: Channel): Promise<void> {
+    const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(OPEN_STREAM_TIMEOUT_MS)])
+    const connection = await this.components.connect(ch.peer, signal)
+    const stream = await connection.newStream(ACTOR_PROTOCOL, { signal, maxOutboundStreams: MAX_ACTOR_STREAMS_PER_CONNECTION })
+    if (!this.running) {
+      stream.abort(new NotRunning('the network stopped'))
+      throw new NotRunning('the network stopped')
+    }
+    if (this.attach(ch.peer, stream) === undefined) throw new Error('the actor stream closed as it opened')
+  }
+
+  /**
+   * Reads a new actor stream (either direction) until it ends and decides which stream this
+   * side writes on (see the simultaneous-open rule above). Returns the writer.
+   */
+  private attach (remote: PeerId, stream: Stream): Stream | undefined {
+    if (!this.running) { stream.abort(new NotRunning('the network is not running')); return undefined }
+    const peer = remote.toString()
+    const channel = this.channel(remote)
+    channel.streams.add(stream)
+    const origin: FrameOrigin = { peer, via: 'direct' }
+    const reader = new FrameReader(this.maxFrameBytes, OVERSIZE_HEAD_BYTES)
+
+    const onMessage = (evt: StreamMessageEvent): void => {
+      const data = evt.data
+      const pieces: Iterable<Uint8Array> = data instanceof Uint8Array ? [data] : data
+      for (const piece of pieces) {
+        for (const ev of reader.push(piece)) this.deliver(ev, origin, stream)
+        if (reader.failed) return
+      }
+    }
+    const onRemoteCloseWrite = (): void => {
+      // The remote will write no more here (it retired this stream or is shutting down):
+      // stop writing on it too, which completes the close.
+      if (channel.writer === stream) channel.writer = undefined
+      stream.close().catch((err: unknown) => { stream.abort(err instanceof Error ? err : new Error(String(err))) })
+      this.pump(channel)
+    }
+    const onClose = (): void => {
+      stream.removeEventListener('message', onMessage)
+      stream.removeEventListener('remoteCloseWrite', onRemoteCloseWrite)
+      channel.streams.delete(stream)
+      if (channel.writer === stream) channel.writer = undefined
+      // Frames still queued go out on a new stream (or are reported unreachable).
+      this.pump(channel)
+      this.forgetIfIdle(channel)
+    }
+    stream.addEventListener('message', onMessage)
+    stream.addEventListener('remoteCloseWrite', onRemoteCloseWrite)
+    stream.addEventListener('close', onClose, { once: true })
+
+    const current = channel.writer
+    if (current === undefined || !usable(current)) {
+      channel.writer = stream
+    } else if (current !== stream) {
+      const winner = this.preferred(peer, current, stream)
+      const loser = winner === current ? stream : current
+      channel.writer = winner
+      this.log.debug({ peer, kept: winner.id, retired: loser.id }, 'simultaneous actor streams: retiring one')
+      // close() flushes what is already queued, then half-closes; we keep reading it until the
+      // remote closes its side too.
+      loser.close().catch((err: unknown) => { loser.abort(err instanceof Error ? err : new Error(String(err))) })
+    }
+    this.pump(channel)
+    return channel.writer
+  }
+
+  /** Of two open actor streams to `peer`, the one both sides keep (see the class comment). */
+  private preferred (peer: string, a: Stream, b: Stream): Stream {
+    const aOurs = a.direction === 'outbound'
+    const bOurs = b.direction === 'outbound'
+    if (aOurs === bOurs) return a.timeline.open >= b.timeline.open ? a : b
+    const keepOurs = this.peerId < peer
+    return aOurs === keepOurs ? a : b
+  }
+
+  private deliver (ev: FrameEvent, origin: FrameOrigin, stream: Stream): void {
+    const receiver = this.receiver
+    if (ev.type === 'error') {
+      this.log.warn({ peer: origin.peer, reason: ev.reason }, 'malformed actor stream: closing it')
+      stream.abort(new Error(`malformed actor stream: ${ev.reason}`))
+      return
+    }
+    if (receiver === undefined) {
+      this.log.warn({ peer: origin.peer }, 'actor frame arrived before a receiver was set: dropped')
+      return
+    }
+    // A receiver's failure must not break the stream other callers share.
+    try {
+      if (ev.type === 'frame') receiver.onFrame(ev.frame, origin)
+      else receiver.onOversize(ev.head, ev.totalLength, origin)
+    } catch (err) {
+      this.log.error({ err, peer: origin.peer }, 'frame receiver threw')
+    }
+  }
+
+  // ---- gossip ----
+
+  async publish (topic: string, frame: Uint8Array): Promise<void> {
+    if (frame.length > this.maxFrameBytes) {
+      throw new FrameTooLarge(`frame of ${frame.length} bytes exceeds the limit of ${this.maxFrameBytes}`, { limit: this.maxFrameBytes, size: frame.length })
+    }
+    if (!this.running) throw new NotRunning('the network is not running')
+    try {
+      await this.node.services.pubsub.publish(topic, frame)
+    } catch (err) {
+      throw new Unreachable(`publishing on ${topic} failed: ${errorText(err)}`, { topic })
+    }
+  }
+
+  subscribe (topic: string): void {
+    this.topics.add(topic)
+    if (this.running) this.node.services.pubsub.subscribe(topic)
+  }
+
+  unsubscribe (topic: string): void {
+    this.topics.delete(topic)
+    if (this.running) this.node.services.pubsub.unsubscribe(topic)
+  }
+
+  private readonly onGossip = (evt: CustomEvent<Message>): void => {
+    const msg = evt.detail
+    // StrictSign: every accepted message is signed by its publisher; an unsigned one cannot
+    // name its origin, so it has no place here.
+    if (msg.type !== 'signed' || !this.topics.has(msg.topic)) return
+    const origin: FrameOrigin = { peer: msg.from.toString(), via: 'gossip', topic: msg.topic }
+    const receiver = this.receiver
+    if (receiver === undefined) {
+      this.log.warn({ topic: msg.topic }, 'gossip frame arrived before a receiver was set: dropped')
+      return
+    }
+    try {
+      if (msg.data.length > this.maxFrameBytes) receiver.onOversize(msg.data.subarray(0, OVERSIZE_HEAD_BYTES), msg.data.length, origin)
+      else receiver.onFrame(msg.data, origin)
+    } catch (err) {
+      this.log.error({ err, topic: msg.topic }, 'frame receiver threw')
+    }
+  }
+}
