@@ -1,0 +1,68 @@
+import { z } from 'zod'
+import { LabelsSchema, NodeStateSchema } from '../../src/services/node-state/index.js'
+import { ResourceVectorSchema } from '../../src/services/resources/index.js'
+import { defineBehavior } from '../define.js'
+
+/**
+ * Everything an operator checks first, in one reply. Built from the state, ledger and hardware
+ * services only, so it cannot carry a key, passphrase or token: none of them is reachable here.
+ */
+export default defineBehavior({
+  path: '/dms/node/status',
+  describe: 'Node state, labels, onboarding, resources (onboarded, reserved, allocated, free) and a hardware summary.',
+  request: z.object({}),
+  response: z.object({
+    state: NodeStateSchema,
+    stateSince: z.number(),
+    labels: LabelsSchema,
+    onboarded: z.boolean(),
+    resources: z.object({
+      onboarded: ResourceVectorSchema.nullable(),
+      reserved: ResourceVectorSchema,
+      allocated: ResourceVectorSchema,
+      free: ResourceVectorSchema,
+      deficit: ResourceVectorSchema.nullable(),
+      reservations: z.number().int(),
+      allocations: z.number().int()
+    }),
+    hardware: z.object({
+      cpuModel: z.string(),
+      cpuCores: z.number().int(),
+      cpuThreads: z.number().int(),
+      architecture: z.string(),
+      ramBytes: z.number().int(),
+      diskBytes: z.number().int(),
+      gpus: z.array(z.object({ index: z.number().int(), vendor: z.string(), model: z.string(), vramBytes: z.number().int() }))
+    })
+  }),
+  needs: ['nodeState', 'resources', 'hardware'],
+  handler: async ({ nodeState, resources, hardware }) => {
+    const node = nodeState.get()
+    const ledger = resources.snapshot()
+    const spec = await hardware.spec()
+    return {
+      state: node.state,
+      stateSince: node.since,
+      labels: node.labels,
+      onboarded: ledger.onboarded !== null,
+      resources: {
+        onboarded: ledger.onboarded,
+        reserved: ledger.reserved,
+        allocated: ledger.allocated,
+        free: ledger.free,
+        deficit: ledger.deficit,
+        reservations: ledger.reservations.length,
+        allocations: ledger.allocations.length
+      },
+      hardware: {
+        cpuModel: spec.cpu.model,
+        cpuCores: spec.cpu.cores,
+        cpuThreads: spec.cpu.threads,
+        architecture: spec.cpu.architecture,
+        ramBytes: spec.ramBytes,
+        diskBytes: spec.disk.totalBytes,
+        gpus: spec.gpus.map(({ index, vendor, model, vramBytes }) => ({ index, vendor, model, vramBytes }))
+      }
+    }
+  }
+})
