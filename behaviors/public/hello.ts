@@ -9,8 +9,9 @@ export default defineBehavior({
   request: z.object({}),
   response: z.object({ did: z.string(), peerId: z.string() }),
   needs: ['node', 'peers'],
-  // Strangers may call it: bound what one sender can make this node do.
-  limits: { perSenderPerSec: 2, burst: 10 },
+  // No limit of its own beyond the per-sender bucket every envelope passes: the handler is O(1)
+  // in memory (a repeated greeting writes nothing), and it is the behaviour a caller uses to
+  // measure a node's round trip.
   handler: ({ node, peers }, _request, call) => {
     peers.greetedBy(call.from.addr.peer, call.from.id)
     return { did: node.did, peerId: node.peerId }

@@ -53,8 +53,15 @@ export interface DecodedEnvelope {
 const enc = new TextEncoder()
 const dec = new TextDecoder('utf-8', { fatal: true })
 
+// A nonce needs to be unique per sender, not unpredictable (the envelope is signed): 12 random
+// bytes per process, then a counter. Two processes with the same key (two CLI runs of one user)
+// differ in the random part. One randomBytes call per process instead of one per envelope.
+const NONCE_PREFIX = randomBytes(12).toString('base64url')
+let nonceCounter = 0
+
 export function newNonce (): string {
-  return randomBytes(16).toString('base64url')
+  nonceCounter = (nonceCounter + 1) % Number.MAX_SAFE_INTEGER
+  return `${NONCE_PREFIX}${nonceCounter.toString(36)}`
 }
 
 /** Encodes and signs; `sign` is the sender's key (`from.id`). */

@@ -165,6 +165,7 @@ export class ActorSystem {
   private readonly replay: ReplayGuard
   private readonly limiter: RateLimiter
   private readonly peerDids = new Map<string, string>()
+  private readonly destinations = new Map<string, Handle>()
   private readonly transport: Transport
   private readonly now: () => number
   private readonly log: Logger
@@ -231,12 +232,20 @@ export class ActorSystem {
 
   resolveDestination (dest: Destination): Handle {
     if (typeof dest !== 'string') return dest
-    if (dest.startsWith('did:')) {
-      if (!isDid(dest)) throw new InvalidArgument(`not an Ed25519 did:key: ${dest}`)
-      return { id: dest, did: dest, addr: { peer: peerIdFromDid(dest), inbox: ROOT_INBOX } }
+    // base58 conversions cost more than the rest of an invoke's bookkeeping: remember them
+    let handle = this.destinations.get(dest)
+    if (handle === undefined) {
+      if (dest.startsWith('did:')) {
+        if (!isDid(dest)) throw new InvalidArgument(`not an Ed25519 did:key: ${dest}`)
+        handle = { id: dest, did: dest, addr: { peer: peerIdFromDid(dest), inbox: ROOT_INBOX } }
+      } else {
+        const did = didFromPeerId(dest)
+        handle = { id: did, did, addr: { peer: dest, inbox: ROOT_INBOX } }
+      }
+      if (this.destinations.size >= 10_000) this.destinations.clear()
+      this.destinations.set(dest, handle)
     }
-    const did = didFromPeerId(dest)
-    return { id: did, did, addr: { peer: dest, inbox: ROOT_INBOX } }
+    return handle
   }
 
   private deadlineOf (opts: CallOptions, required: boolean): number {
@@ -265,12 +274,7 @@ export class ActorSystem {
     const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce, exp: deadline, cont, msg: payload, cap: await this.proofsFor(actor, to, behavior, undefined, opts) }
     const frame = encodeEnvelope(env, actor.identity.sign)
     const replied = this.awaitReply(cont, to.addr.peer, deadline, behavior)
-    try {
-      await this.route(frame, to.addr.peer, deadline)
-    } catch (err) {
-      this.cancelPending(cont)
-      throw err
-    }
+    this.route(frame, to.addr.peer).catch((err: unknown) => { this.failPending(cont, err) })
     const { env: reply } = await replied
     return unwrapReply<T>(reply.msg)
   }
@@ -279,7 +283,7 @@ export class ActorSystem {
     const deadline = this.deadlineOf(opts, false)
     const to = this.resolveDestination(destination)
     const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce: newNonce(), exp: deadline, msg: payload, cap: await this.proofsFor(actor, to, behavior, undefined, opts) }
-    await this.route(encodeEnvelope(env, actor.identity.sign), to.addr.peer, deadline)
+    await this.route(encodeEnvelope(env, actor.identity.sign), to.addr.peer)
   }
 
   async publishAs (actor: Actor, topic: string, behavior: string, payload: unknown, opts: CallOptions): Promise<void> {
@@ -307,29 +311,30 @@ export class ActorSystem {
       return undefined
     }
     if (mode === 'send') {
-      await this.route(frame, env.to.addr.peer, env.exp, true)
+      await this.route(frame, env.to.addr.peer, true)
       return undefined
     }
     if (env.cont === undefined) throw new BadRequest('an invoke envelope needs a reply-to (cont)')
     if (!env.cont.startsWith(REPLY_PREFIX)) throw new BadRequest(`a reply-to must lie under ${REPLY_PREFIX}`)
-    const replied = this.awaitReply(env.cont, env.to.addr.peer, env.exp, env.be)
-    try {
-      await this.route(frame, env.to.addr.peer, env.exp, true)
-    } catch (err) {
-      this.cancelPending(env.cont)
-      throw err
-    }
+    const cont = env.cont
+    const replied = this.awaitReply(cont, env.to.addr.peer, env.exp, env.be)
+    this.route(frame, env.to.addr.peer, true).catch((err: unknown) => { this.failPending(cont, err) })
     const { env: reply } = await replied
     return { from: reply.from, reply: asReply(reply.msg) }
   }
 
-  private async route (frame: Uint8Array, peer: string, deadline: number, verified = false): Promise<void> {
+  /**
+   * Delivers a frame: locally, or on the peer's stream. No per-frame deadline is passed to the
+   * transport (a timer per frame costs at 10k frames/s): an invoke's own timer bounds the wait
+   * for its reply, and the transport bounds dialling by its own send timeout.
+   */
+  private async route (frame: Uint8Array, peer: string, verified = false): Promise<void> {
     if (peer === this.peerId) {
       if (frame.length > this.transport.maxFrameBytes) throw new FrameTooLarge(`frame of ${frame.length} bytes exceeds the limit of ${this.transport.maxFrameBytes}`, { limit: this.transport.maxFrameBytes, size: frame.length })
       queueMicrotask(() => { this.onFrame(frame, { peer, via: 'local' }, verified) })
       return
     }
-    await this.transport.send(peer, frame, AbortSignal.timeout(Math.max(1, deadline - this.now())))
+    await this.transport.send(peer, frame)
   }
 
   private awaitReply (cont: string, expectPeer: string, deadline: number, behavior: string): Promise<{ env: Envelope }> {
@@ -342,9 +347,13 @@ export class ActorSystem {
     })
   }
 
-  private cancelPending (cont: string): void {
+  /** The invoke's frame could not be sent: its caller learns why at once. */
+  private failPending (cont: string, err: unknown): void {
     const p = this.pending.get(cont)
-    if (p !== undefined) { clearTimeout(p.timer); this.pending.delete(cont) }
+    if (p === undefined) return
+    clearTimeout(p.timer)
+    this.pending.delete(cont)
+    p.reject(err instanceof Error ? err : new Unreachable(String(err)))
   }
 
   // ---------------------------------------------------------------- inbound
@@ -387,7 +396,7 @@ export class ActorSystem {
     if (frame.length > this.transport.maxFrameBytes) {
       frame = encodeEnvelope({ ...env, msg: { error: new FrameTooLarge(`the reply of ${frame.length} bytes exceeds the frame limit of ${this.transport.maxFrameBytes}`, { limit: this.transport.maxFrameBytes }).toWire() } }, actor.identity.sign)
     }
-    this.route(frame, to.addr.peer, deadline).catch((err: unknown) => {
+    this.route(frame, to.addr.peer).catch((err: unknown) => {
       this.log.warn({ err: toWireError(err), to: to.addr.peer, cont }, 'could not deliver a reply')
     })
   }
@@ -514,7 +523,9 @@ export class ActorSystem {
       this.refuse(new BadRequest(`bad request for ${env.be}: ${issues.slice(0, 5).join('; ')}`, { issues }), env, origin, actor)
       return
     }
-    const call: CallInfo = { from: env.from, invoker: env.from.id, envelope: env, signal: AbortSignal.timeout(remaining) }
+    // The deadline signal is made only if the handler asks for it (most never do).
+    let signal: AbortSignal | undefined
+    const call: CallInfo = { from: env.from, invoker: env.from.id, envelope: env, get signal () { return (signal ??= AbortSignal.timeout(remaining)) } }
     let result: Reply
     try {
       const handler = entry.decl.handler as (s: unknown, r: unknown, c: CallInfo) => unknown

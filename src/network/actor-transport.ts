@@ -176,11 +176,37 @@ class Libp2pActorTransport implements ActorTransport {
     }
     if (!this.running) throw new NotRunning('the network is not running')
     if (peer === this.peerId) throw new BadRequest('frames for this node are delivered locally, not over the network', { peer })
-    let remote: PeerId
-    try { remote = peerIdFromString(peer) } catch { throw new BadRequest(`not a peer id: '${peer.slice(0, 80)}'`, { peer: peer.slice(0, 80) }) }
+    let ch = this.channels.get(peer)
+    if (ch === undefined) {
+      let remote: PeerId
+      try { remote = peerIdFromString(peer) } catch { throw new BadRequest(`not a peer id: '${peer.slice(0, 80)}'`, { peer: peer.slice(0, 80) }) }
+      ch = this.channel(remote)
+    }
+    const w = ch.writer
+    if (ch.queue.length === 0 && !ch.draining && w !== undefined && usable(w)) {
+      // The common case — an open stream with nothing queued ahead — writes at once, with no
+      // queue entry, deadline timer or abort listener (each costs on every frame at 10k frames/s).
+      let accepted: boolean
+      try { accepted = w.send(encodeFrame(frame)) } catch (err) {
+        throw new Unreachable(`peer ${peer} is unreachable: ${errorText(err)}`, { peer })
+      }
+      ch.opensWithoutWrite = 0
+      if (accepted) return
+      const channel = ch
+      channel.draining = true
+      try {
+        await w.onDrain()
+      } catch (err) {
+        throw new Unreachable(`peer ${peer} is unreachable: the stream closed (${errorText(err)})`, { peer })
+      } finally {
+        channel.draining = false
+        this.pump(channel)
+      }
+      return
+    }
     const sig = signal ?? AbortSignal.timeout(DEFAULT_SEND_TIMEOUT_MS)
     if (sig.aborted) throw new Unreachable(`peer ${peer} is unreachable: deadline passed`, { peer })
-    const ch = this.channel(remote)
+    const queued = ch
     await new Promise<void>((resolve, reject) => {
       let settled = false
       const item: Pending = {
@@ -193,13 +219,13 @@ class Libp2pActorTransport implements ActorTransport {
         }
       }
       const onAbort = (): void => {
-        const i = ch.queue.indexOf(item)
-        if (i >= 0) ch.queue.splice(i, 1)
+        const i = queued.queue.indexOf(item)
+        if (i >= 0) queued.queue.splice(i, 1)
         item.done(new Unreachable(`peer ${peer} is unreachable: deadline passed`, { peer }))
       }
       sig.addEventListener('abort', onAbort, { once: true })
-      ch.queue.push(item)
-      this.pump(ch)
+      queued.queue.push(item)
+      this.pump(queued)
     })
   }
 

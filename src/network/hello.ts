@@ -47,7 +47,13 @@ export class Handshakes {
   }
 
   heard (peerId: string): void { this.state(peerId).heard = true }
-  greetedUs (peerId: string): void { this.state(peerId).greetedUs = true }
+  /** Records a greeting; true when it is news (the first from this peer since we met it). */
+  greetedUs (peerId: string): boolean {
+    const s = this.state(peerId)
+    if (s.greetedUs) return false
+    s.greetedUs = true
+    return true
+  }
   answered (peerId: string): void { this.state(peerId).answered = true }
 
   /** True once per connection: the caller should greet now. */

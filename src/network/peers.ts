@@ -273,7 +273,9 @@ export class Peers implements PeerService {
     // Someone other than the node itself (e.g. a user's CLI through its daemon) said hello: an
     // answer is due, but it is not the node handshake.
     if (did !== own || peerId === this.self) return
-    this.c.handshakes.greetedUs(peerId)
+    // Only news is written: a peer greeting again (or a benchmark calling /public/hello in a
+    // loop) costs no database write.
+    if (!this.c.handshakes.greetedUs(peerId)) return
     this.c.book.merge(peerId, { did }).catch((err: unknown) => { this.log.warn({ err, peer: peerId }, 'could not record a greeting peer') })
   }
 
