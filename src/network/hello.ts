@@ -47,6 +47,8 @@ export class Handshakes {
   }
 
   heard (peerId: string): void { this.state(peerId).heard = true }
+  hasGreetedUs (peerId: string): boolean { return this.peers.get(peerId)?.greetedUs === true }
+
   /** Records a greeting; true when it is news (the first from this peer since we met it). */
   greetedUs (peerId: string): boolean {
     const s = this.state(peerId)

@@ -268,6 +268,8 @@ export class Peers implements PeerService {
 
   /** A `/public/hello` came from `peerId`, signed by `did`: the other half of the handshake. */
   greetedBy (peerId: string, did: string): void {
+    // A repeated greeting is not news: answer it without the base58 work below
+    if (this.c.handshakes.hasGreetedUs(peerId)) return
     let own: string
     try { own = didFromPeerId(peerId) } catch { return }
     // Someone other than the node itself (e.g. a user's CLI through its daemon) said hello: an

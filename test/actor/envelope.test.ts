@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest'
+import { decodeEnvelope, encodeEnvelope, newNonce, peekHeader, verifyEnvelope } from '../../src/actor/envelope.js'
+import type { Envelope } from '../../src/actor/types.js'
+import { newIdentity } from '../../src/identity/identity.js'
+
+const id = await newIdentity()
+const handle = { id: id.did, did: id.did, addr: { peer: id.peerId, inbox: 'root' } }
+const base: Envelope = { v: 1, to: handle, from: handle, be: '/public/status', nonce: newNonce(), exp: Date.now() + 30_000, cont: '/dms/reply/x1', msg: { a: [1, 'b'] } }
+
+/** A frame with a hand-made header (signed, so only the header is at fault). */
+function withHeader (header: unknown): Uint8Array {
+  const h = new TextEncoder().encode(JSON.stringify(header))
+  const p = new TextEncoder().encode('{}')
+  const out = new Uint8Array(5 + h.length + p.length + 64)
+  out[0] = 1
+  new DataView(out.buffer).setUint32(1, h.length)
+  out.set(h, 5)
+  out.set(p, 5 + h.length)
+  out.set(id.sign(out.subarray(0, out.length - 64)), out.length - 64)
+  return out
+}
+
+describe('envelope codec', () => {
+  it('round-trips and verifies the exact bytes', () => {
+    const frame = encodeEnvelope(base, id.sign)
+    const d = decodeEnvelope(frame)
+    expect(d.envelope).toEqual(base)
+    expect(verifyEnvelope(d)).toBe(true)
+    expect(peekHeader(frame.subarray(0, 600))?.cont).toBe('/dms/reply/x1')
+  })
+
+  it('nonces are unique', () => {
+    const n = new Set(Array.from({ length: 10_000 }, newNonce))
+    expect(n.size).toBe(10_000)
+  })
+
+  it.each([
+    ['a wrong version', { ...base, v: 2 }],
+    ['a behaviour that is not a path', { ...base, be: 'dms/node' }],
+    ['a short nonce', { ...base, nonce: 'x' }],
+    ['a fractional expiry', { ...base, exp: 1.5 }],
+    ['a handle without addr', { ...base, to: { id: id.did, did: id.did } }],
+    ['a sender that is not a did:key', { ...base, from: { ...handle, id: 'did:web:example.com' } }],
+    ['too many tokens', { ...base, cap: Array.from({ length: 33 }, () => 't') }],
+    ['tokens that are not strings', { ...base, cap: [1] }],
+    ['an array', [1, 2]]
+  ])('refuses %s with BadRequest', (_name, header) => {
+    const { msg: _msg, ...h } = header as Envelope
+    expect(() => decodeEnvelope(withHeader(Array.isArray(header) ? header : h))).toThrow(expect.objectContaining({ name: 'BadRequest' }))
+  })
+
+  it('keeps only known header fields', () => {
+    const { msg: _msg, ...h } = base
+    const d = decodeEnvelope(withHeader({ ...h, extra: 'x', ['__proto__']: { polluted: true } }))
+    expect(d.envelope).not.toHaveProperty('extra')
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+  })
+
+  it('refuses truncated frames and bad payloads', () => {
+    const frame = encodeEnvelope(base, id.sign)
+    expect(() => decodeEnvelope(frame.subarray(0, 20))).toThrow(expect.objectContaining({ name: 'BadRequest' }))
+    const broken = new Uint8Array(frame)
+    broken[broken.length - 65] = 0xff // last payload byte: not UTF-8
+    expect(() => decodeEnvelope(broken)).toThrow(expect.objectContaining({ name: 'BadRequest' }))
+  })
+})
