@@ -1,0 +1,102 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { z } from 'zod'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createNode, defineBehavior, Unauthorized, type Node } from '../../src/index.js'
+import { newIdentity } from '../../src/identity/identity.js'
+import type { AnyBehavior } from '../../src/actor/behavior.js'
+import { until } from '../actor/system-contract.js'
+
+/** The library surface (src/index.ts): what the daemon is built from. */
+describe('createNode (library API)', () => {
+  let dir: string
+  let a: Node, b: Node
+  const config = { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, helloIntervalMs: 60_000 }
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dms-lib-'))
+    a = await createNode({ dataDir: join(dir, 'a'), passphrase: 'pw', config })
+    b = await createNode({ dataDir: join(dir, 'b'), passphrase: 'pw', config: { ...config, bootstrap: [a.addrs()[0]] } })
+  })
+  afterAll(async () => {
+    await b?.stop()
+    await a?.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('starts with one key for PeerId and DID, and invokes a peer with a mandatory deadline', async () => {
+    expect(a.did).toMatch(/^did:key:z6Mk/)
+    expect(a.self).toEqual({ id: a.did, did: a.did, addr: { peer: a.peerId, inbox: 'root' } })
+    await expect(b.invoke(a.peerId, '/public/hello', {}, { timeout: 10_000 })).resolves.toEqual({ did: a.did, peerId: a.peerId })
+    await expect(b.invoke(a.peerId, '/public/hello', {}, {})).rejects.toMatchObject({ name: 'InvalidArgument' })
+  })
+
+  it('refuses another node everything but /public/* until granted', async () => {
+    const err = await b.invoke(a.did, '/dms/node/peers/list', {}, { timeout: 10_000 }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(Unauthorized)
+  })
+
+  it('serves behaviours added with handle(), including broadcast ones over gossipsub', async () => {
+    const heard: Array<{ n: number, from: string }> = []
+    a.handle(defineBehavior({
+      path: '/public/test/add',
+      describe: 'adds two numbers',
+      request: z.object({ x: z.number(), y: z.number() }),
+      response: z.object({ sum: z.number() }),
+      needs: [],
+      handler: (_s, { x, y }) => ({ sum: x + y })
+    }) as unknown as AnyBehavior)
+    a.handle(defineBehavior({
+      path: '/broadcast/test/tick',
+      topic: '/test/ticks',
+      capability: false, // test topic, open to all
+      describe: 'hears ticks',
+      request: z.object({ n: z.number() }),
+      response: z.object({}),
+      needs: [],
+      handler: (_s, { n }, call) => { heard.push({ n, from: call.from.id }); return {} }
+    }) as unknown as AnyBehavior)
+    await expect(b.invoke(a.peerId, '/public/test/add', { x: 2, y: 3 }, { timeout: 10_000 })).resolves.toEqual({ sum: 5 })
+    // the subscription reaches b's gossipsub a little after a subscribes: publish until heard
+    await until(async () => {
+      await b.publish('/test/ticks', '/broadcast/test/tick', { n: 1 })
+      return heard.length > 0
+    })
+    expect(heard[0]).toEqual({ n: 1, from: b.did })
+  })
+
+  it('delivers one-way sends', async () => {
+    const got: number[] = []
+    a.handle({ path: '/public/test/sink', describe: 'sink', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s: never, r: { n: number }) => { got.push(r.n); return {} } } as unknown as AnyBehavior)
+    await b.send(a.peerId, '/public/test/sink', { n: 7 })
+    await until(() => got.length === 1)
+    expect(got).toEqual([7])
+  })
+
+  it('hosts child actors with keys of their own, reachable by handle', async () => {
+    const key = await newIdentity()
+    const child = a.actors.system.spawn({
+      inbox: 'worker-1',
+      identity: key,
+      behaviors: [{ path: '/public/whoami', describe: 'who', request: z.object({}), response: z.object({ id: z.string(), controller: z.string() }), needs: [], handler: () => ({ id: key.did, controller: a.did }) }] as unknown as AnyBehavior[],
+      services: {}
+    })
+    expect(child.handle).toEqual({ id: key.did, did: a.did, addr: { peer: a.peerId, inbox: 'worker-1' } })
+    await expect(b.invoke(child.handle, '/public/whoami', {}, { timeout: 10_000 })).resolves.toEqual({ id: key.did, controller: a.did })
+    // the child signs its own envelopes: its reply is verified against its key, not the host's
+    await expect(child.invoke(b.peerId, '/public/hello', {}, { timeout: 10_000 })).resolves.toMatchObject({ peerId: b.peerId })
+    await expect(b.invoke({ ...child.handle, addr: { ...child.handle.addr, inbox: 'nobody' } }, '/public/whoami', {}, { timeout: 10_000 })).rejects.toMatchObject({ name: 'UnknownBehavior' })
+  })
+
+  it('stops cleanly, and a stopped peer fails calls at once with Unreachable', async () => {
+    const dir2 = join(dir, 'c')
+    const c = await createNode({ dataDir: dir2, passphrase: 'pw', config: { ...config, bootstrap: [a.addrs()[0]] } })
+    await expect(c.invoke(a.peerId, '/public/status', {}, { timeout: 10_000 })).resolves.toMatchObject({ status: 'running' })
+    const peer = c.peerId
+    await c.stop()
+    const t = Date.now()
+    await expect(a.invoke(peer, '/public/status', {}, { timeout: 20_000 })).rejects.toMatchObject({ name: 'Unreachable' })
+    expect(Date.now() - t).toBeLessThan(15_000)
+  })
+})
