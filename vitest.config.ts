@@ -8,7 +8,7 @@ export default defineConfig({
     projects: [
       { extends: true, test: { name: 'unit', include: ['test/**/*.test.ts'], exclude: ['test/**/*.int.test.ts', 'test/e2e/**'], testTimeout: 20_000 } },
       { extends: true, test: { name: 'integration', include: ['test/**/*.int.test.ts'], exclude: ['test/e2e/**'], testTimeout: 60_000, hookTimeout: 60_000 } },
-      { extends: true, test: { name: 'e2e', include: ['test/e2e/**/*.test.ts'], testTimeout: 120_000, hookTimeout: 60_000, fileParallelism: false } }
+      { extends: true, test: { name: 'e2e', include: ['test/e2e/**/*.test.ts'], globalSetup: ['./test/e2e/global-setup.ts'], testTimeout: 120_000, hookTimeout: 60_000, fileParallelism: false } }
     ]
   }
 })

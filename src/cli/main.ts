@@ -144,7 +144,11 @@ export async function main (argv: string[]): Promise<void> {
     }
     await buildProgram().parseAsync(argv)
   } catch (err) {
-    if (err instanceof DmsError) process.stderr.write(`${err.name}: ${err.message}\n`)
+    if (err instanceof DmsError) {
+      // the reason code of a refusal (e.g. Unauthorized's `reason`) is what a person acts on
+      const reason = typeof err.fields.reason === 'string' ? ` (reason: ${err.fields.reason})` : ''
+      process.stderr.write(`${err.name}: ${err.message}${reason}\n`)
+    }
     else if (err instanceof Error && err.name === 'ZodError') process.stderr.write(`BadRequest: ${err.message}\n`)
     else process.stderr.write(`Error: ${err instanceof Error ? err.message : String(err)}\n`)
     process.exitCode = 1

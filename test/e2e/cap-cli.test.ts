@@ -205,6 +205,14 @@ describe('dms cap (CLI)', () => {
     expect(listed).toMatchObject({ revoked: [expect.objectContaining({ id: tokenId(toOps) })], revocations: 1 })
     refusedAs(refused, 'Unauthorized')
 
+    // An issuer that is no root of the node (ops) still revokes its own token through the daemon;
+    // the token's subject (x) may not, and the CLI shows the refusal's reason.
+    const byOps = issued(await d.cli(['cap', 'grant', did.x, '--cap', LIST, '--duration', '1h', '--context', 'ops'])).tokens[0]
+    const notIssuer = await d.cli(['cap', 'revoke', byOps, '--context', 'x'])
+    refusedAs(notIssuer, 'Unauthorized')
+    expect(notIssuer.stderr).toContain('(reason: not-issuer)')
+    expect(await d.cliJson(['cap', 'revoke', byOps, '--context', 'ops'])).toEqual({ id: tokenId(byOps), fresh: true, spread: true })
+
     // P runs no daemon: the token joins P's own revoke anchors, with a warning that it did not spread.
     const pUser = (await dms(['key', 'did', '--data-dir', p])).stdout.trim()
     const t = issued(await dms(['cap', 'grant', pUser, '--cap', LIST, '--duration', '1h', '--data-dir', p])).tokens[0]
