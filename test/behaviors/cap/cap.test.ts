@@ -115,8 +115,12 @@ describe('capability behaviours', () => {
   it('/dms/cap/revoke refuses a record not signed by the token\'s issuer', async () => {
     const grant = await issueToken(owner, { audience: alice.did, caps: ['/dms'], exp: hour() })
     const record = createRevocation(owner, grant)
+    // alice claims to be the issuer of a record owner signed: her signature check fails
     const forged = { ...record, iss: alice.did }
-    expect(await refusal(ownerSys.root.invoke(a.id.did, '/dms/cap/revoke', { record: forged }, TIMEOUT))).toMatchObject({ name: 'InvalidToken', reason: 'bad-signature' })
+    expect(await refusal(aliceSys.root.invoke(a.id.did, '/dms/cap/revoke', { record: forged }, TIMEOUT))).toMatchObject({ name: 'InvalidToken', reason: 'bad-signature' })
+    // and only the issuer named in the record may hand it in
+    expect(await refusal(ownerSys.root.invoke(a.id.did, '/dms/cap/revoke', { record: forged }, TIMEOUT))).toMatchObject({ name: 'Unauthorized', reason: 'not-issuer' })
+    expect(await refusal(strangerSys.root.invoke(a.id.did, '/dms/cap/revoke', { record }, TIMEOUT))).toMatchObject({ name: 'Unauthorized', reason: 'not-issuer' })
   })
 
   it('revocations survive a restart of the node (level)', async () => {
