@@ -107,6 +107,8 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
   if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 1024) throw new InvalidConfig(`maxFrameBytes must be an integer ≥ 1024, got ${maxFrameBytes}`)
   const handshakes = new Handshakes()
 
+  /** Listening addresses change rarely (listen, observed address); behaviours ask on every call. */
+  let addrCache: string[] | undefined
   const node: Host = await createLibp2p({
     privateKey: identity.privateKey,
     start: false,
@@ -166,10 +168,14 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
     discoveryDials.add(p)
   }
 
+  const forgetAddrs = (): void => { addrCache = undefined }
+
   /** Stops whatever started, in reverse order; each part's stop is a no-op when it never started. */
   const teardown = async (): Promise<void> => {
     stopping.abort()
     node.removeEventListener('peer:discovery', onDiscovery)
+    node.removeEventListener('self:peer:update', forgetAddrs)
+    addrCache = undefined
     await announcer.stop()
     await bootstrap.stop()
     await peers.stop()
@@ -182,7 +188,12 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
     peerId,
     transport,
     peers,
-    addrs: () => node.getMultiaddrs().map(ma => peerIdOf(ma) === undefined ? `${ma.toString()}/p2p/${peerId}` : ma.toString()),
+    addrs: () => {
+      if (addrCache !== undefined) return addrCache
+      const addrs = node.getMultiaddrs().map(ma => peerIdOf(ma) === undefined ? `${ma.toString()}/p2p/${peerId}` : ma.toString())
+      if (status === 'running') addrCache = addrs
+      return addrs
+    },
     setHelloCallbacks: (callbacks) => { announcer.setCallbacks(callbacks) },
     findAddrs: async (id, signal) => {
       if (status !== 'running') throw new NotRunning('the network is not running')
@@ -199,6 +210,7 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
         // The network takes part in hello by itself: it must hear hellos and relay them.
         transport.subscribe(HELLO_TOPIC)
         node.addEventListener('peer:discovery', onDiscovery)
+        node.addEventListener('self:peer:update', forgetAddrs)
       } catch (err) {
         // e.g. the listen port is taken: leave nothing running behind.
         await teardown().catch(() => {})
