@@ -4,7 +4,8 @@ import { resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { behaviors as builtinBehaviors } from '../../behaviors/index.js'
 import type { Services } from '../../behaviors/services.js'
-import type { AnyBehavior } from '../actor/behavior.js'
+import type { z } from 'zod'
+import type { AnyBehavior, BehaviorDeclaration } from '../actor/behavior.js'
 import { ActorSystem, type Actor, type CallOptions, type Destination, type DispatchStats, type RelayReply } from '../actor/system.js'
 import type { Handle } from '../actor/types.js'
 import type { Identity } from '../identity/identity.js'
@@ -49,7 +50,7 @@ export interface Node {
   /** Broadcast over gossipsub. */
   publish: (topic: string, behavior: string, payload: unknown, opts?: CallOptions) => Promise<void>
   /** Adds a behaviour to the root actor at run time (a broadcast one subscribes to its topic). */
-  handle: (decl: AnyBehavior) => void
+  handle: <N extends keyof Services, Req extends z.ZodType, Res extends z.ZodType>(decl: BehaviorDeclaration<Services, N, Req, Res>) => void
   /** Relays an envelope signed elsewhere (the local API). */
   relay: (frame: Uint8Array, mode: 'send' | 'invoke' | 'broadcast') => Promise<RelayReply | undefined>
   stats: () => DispatchStats
@@ -134,7 +135,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
     })
     await network.start()
     closers.push(async () => { await network.stop() })
-    caps.attach?.(system.root)
+    caps.attach(system.root)
 
     let stopped = false
     return {
@@ -146,7 +147,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       invoke: async (dest, behavior, payload, o) => await system.root.invoke(dest, behavior, payload, o),
       send: async (dest, behavior, payload, o) => { await system.root.send(dest, behavior, payload, o) },
       publish: async (topic, behavior, payload, o) => { await system.root.publish(topic, behavior, payload, o) },
-      handle: (decl) => { system.root.register(decl, services) },
+      handle: (decl) => { system.root.register(decl as unknown as AnyBehavior, services) },
       relay: async (frame, mode) => {
         if (stopped) throw new NotRunning('the node is stopping')
         return await system.relay(frame, mode)

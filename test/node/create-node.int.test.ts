@@ -46,7 +46,7 @@ describe('createNode (library API)', () => {
       response: z.object({ sum: z.number() }),
       needs: [],
       handler: (_s, { x, y }) => ({ sum: x + y })
-    }) as unknown as AnyBehavior)
+    }))
     a.handle(defineBehavior({
       path: '/broadcast/test/tick',
       topic: '/test/ticks',
@@ -56,7 +56,7 @@ describe('createNode (library API)', () => {
       response: z.object({}),
       needs: [],
       handler: (_s, { n }, call) => { heard.push({ n, from: call.from.id }); return {} }
-    }) as unknown as AnyBehavior)
+    }))
     await expect(b.invoke(a.peerId, '/public/test/add', { x: 2, y: 3 }, { timeout: 10_000 })).resolves.toEqual({ sum: 5 })
     // the subscription reaches b's gossipsub a little after a subscribes: publish until heard
     await until(async () => {
@@ -68,7 +68,7 @@ describe('createNode (library API)', () => {
 
   it('delivers one-way sends', async () => {
     const got: number[] = []
-    a.handle({ path: '/public/test/sink', describe: 'sink', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s: never, r: { n: number }) => { got.push(r.n); return {} } } as unknown as AnyBehavior)
+    a.handle(defineBehavior({ path: '/public/test/sink', describe: 'sink', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s, r) => { got.push(r.n); return {} } }))
     await b.send(a.peerId, '/public/test/sink', { n: 7 })
     await until(() => got.length === 1)
     expect(got).toEqual([7])
