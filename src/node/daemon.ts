@@ -63,6 +63,15 @@ export async function runDaemon (opts: { dataDir: string, flags: ConfigInput }):
       process.exit(0)
     })()
   }
+  // A stray rejection (libp2p rejects aborted stream operations no one awaits) must not take the
+  // node down with everyone's work: log it loudly and keep serving. An uncaught exception leaves
+  // state unknown: log it and exit non-zero so a supervisor restarts the node.
+  process.on('unhandledRejection', (reason) => { log.error({ err: reason }, 'unhandled rejection (the node keeps running)') })
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception: exiting')
+    log.flush?.()
+    process.exit(1)
+  })
   process.on('SIGINT', () => { stop('SIGINT') })
   process.on('SIGTERM', () => { stop('SIGTERM') })
 }
