@@ -274,7 +274,7 @@ export class ActorSystem {
     const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce, exp: deadline, cont, msg: payload, cap: await this.proofsFor(actor, to, behavior, undefined, opts) }
     const frame = encodeEnvelope(env, actor.identity.sign)
     const replied = this.awaitReply(cont, to.addr.peer, deadline, behavior)
-    this.route(frame, to.addr.peer).catch((err: unknown) => { this.failPending(cont, err) })
+    this.route(frame, to.addr.peer, deadline).catch((err: unknown) => { this.failPending(cont, err) })
     const { env: reply } = await replied
     return unwrapReply<T>(reply.msg)
   }
@@ -283,7 +283,7 @@ export class ActorSystem {
     const deadline = this.deadlineOf(opts, false)
     const to = this.resolveDestination(destination)
     const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce: newNonce(), exp: deadline, msg: payload, cap: await this.proofsFor(actor, to, behavior, undefined, opts) }
-    await this.route(encodeEnvelope(env, actor.identity.sign), to.addr.peer)
+    await this.route(encodeEnvelope(env, actor.identity.sign), to.addr.peer, deadline)
   }
 
   async publishAs (actor: Actor, topic: string, behavior: string, payload: unknown, opts: CallOptions): Promise<void> {
@@ -311,30 +311,26 @@ export class ActorSystem {
       return undefined
     }
     if (mode === 'send') {
-      await this.route(frame, env.to.addr.peer, true)
+      await this.route(frame, env.to.addr.peer, env.exp, true)
       return undefined
     }
     if (env.cont === undefined) throw new BadRequest('an invoke envelope needs a reply-to (cont)')
     if (!env.cont.startsWith(REPLY_PREFIX)) throw new BadRequest(`a reply-to must lie under ${REPLY_PREFIX}`)
     const cont = env.cont
     const replied = this.awaitReply(cont, env.to.addr.peer, env.exp, env.be)
-    this.route(frame, env.to.addr.peer, true).catch((err: unknown) => { this.failPending(cont, err) })
+    this.route(frame, env.to.addr.peer, env.exp, true).catch((err: unknown) => { this.failPending(cont, err) })
     const { env: reply } = await replied
     return { from: reply.from, reply: asReply(reply.msg) }
   }
 
-  /**
-   * Delivers a frame: locally, or on the peer's stream. No per-frame deadline is passed to the
-   * transport (a timer per frame costs at 10k frames/s): an invoke's own timer bounds the wait
-   * for its reply, and the transport bounds dialling by its own send timeout.
-   */
-  private async route (frame: Uint8Array, peer: string, verified = false): Promise<void> {
+  /** Delivers a frame: locally, or on the peer's stream, trying no longer than `deadline`. */
+  private async route (frame: Uint8Array, peer: string, deadline: number, verified = false): Promise<void> {
     if (peer === this.peerId) {
       if (frame.length > this.transport.maxFrameBytes) throw new FrameTooLarge(`frame of ${frame.length} bytes exceeds the limit of ${this.transport.maxFrameBytes}`, { limit: this.transport.maxFrameBytes, size: frame.length })
       queueMicrotask(() => { this.onFrame(frame, { peer, via: 'local' }, verified) })
       return
     }
-    await this.transport.send(peer, frame)
+    await this.transport.send(peer, frame, deadline)
   }
 
   private awaitReply (cont: string, expectPeer: string, deadline: number, behavior: string): Promise<{ env: Envelope }> {
@@ -396,7 +392,7 @@ export class ActorSystem {
     if (frame.length > this.transport.maxFrameBytes) {
       frame = encodeEnvelope({ ...env, msg: { error: new FrameTooLarge(`the reply of ${frame.length} bytes exceeds the frame limit of ${this.transport.maxFrameBytes}`, { limit: this.transport.maxFrameBytes }).toWire() } }, actor.identity.sign)
     }
-    this.route(frame, to.addr.peer).catch((err: unknown) => {
+    this.route(frame, to.addr.peer, deadline).catch((err: unknown) => {
       this.log.warn({ err: toWireError(err), to: to.addr.peer, cont }, 'could not deliver a reply')
     })
   }

@@ -62,9 +62,11 @@ export interface Transport {
   /**
    * Writes a frame on the peer's actor stream, dialling or re-dialling as needed; resolves once
    * written (waiting out backpressure). Throws `FrameTooLarge` before writing anything too big,
-   * `Unreachable` when the peer cannot be reached before `signal` aborts.
+   * `Unreachable` when the peer cannot be reached before `deadline` (unix ms; the transport's own
+   * default when absent). A deadline, not a signal: the common case — an open stream — needs no
+   * timer at all, so one is made only when the frame must wait.
    */
-  send: (peer: string, frame: Uint8Array, signal?: AbortSignal) => Promise<void>
+  send: (peer: string, frame: Uint8Array, deadline?: number) => Promise<void>
   publish: (topic: string, frame: Uint8Array) => Promise<void>
   subscribe: (topic: string) => void
   unsubscribe: (topic: string) => void

@@ -170,7 +170,7 @@ class Libp2pActorTransport implements ActorTransport {
    * cannot be written (no stream can be opened, the stream dies before its drain, the deadline
    * passes) rejects with `Unreachable`.
    */
-  async send (peer: string, frame: Uint8Array, signal?: AbortSignal): Promise<void> {
+  async send (peer: string, frame: Uint8Array, deadline?: number): Promise<void> {
     if (frame.length > this.maxFrameBytes) {
       throw new FrameTooLarge(`frame of ${frame.length} bytes exceeds the limit of ${this.maxFrameBytes}`, { limit: this.maxFrameBytes, size: frame.length })
     }
@@ -204,7 +204,7 @@ class Libp2pActorTransport implements ActorTransport {
       }
       return
     }
-    const sig = signal ?? AbortSignal.timeout(DEFAULT_SEND_TIMEOUT_MS)
+    const sig = AbortSignal.timeout(deadline === undefined ? DEFAULT_SEND_TIMEOUT_MS : Math.max(1, deadline - Date.now()))
     if (sig.aborted) throw new Unreachable(`peer ${peer} is unreachable: deadline passed`, { peer })
     const queued = ch
     await new Promise<void>((resolve, reject) => {

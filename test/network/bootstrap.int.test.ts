@@ -40,7 +40,7 @@ describe('bootstrap and discovery', () => {
     // routing tables fill a moment after the connections: bounded attempts, each a full send.
     let delivered = false
     for (let attempt = 0; attempt < 5 && !delivered; attempt++) {
-      delivered = await a.net.transport.send(c.net.peerId, testFrame(attempt), AbortSignal.timeout(2_000)).then(() => true, () => false)
+      delivered = await a.net.transport.send(c.net.peerId, testFrame(attempt), Date.now() + 2_000).then(() => true, () => false)
     }
     expect(delivered).toBe(true)
     await c.inbox.until(() => c.inbox.frames().length >= 1, 5_000, 'C to receive A\'s frame')

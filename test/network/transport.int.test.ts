@@ -126,7 +126,7 @@ describe('libp2p actor transport', () => {
 
     const b2 = await startNode({ listen: [`/ip4/127.0.0.1/tcp/${port}`] }, { identity: b.identity, dir: b.dir })
     expect(b2.net.peerId).toBe(b.net.peerId)
-    await a.net.transport.send(b.net.peerId, testFrame(2), AbortSignal.timeout(10_000))
+    await a.net.transport.send(b.net.peerId, testFrame(2), Date.now() + 10_000)
     await b2.inbox.until(() => b2.inbox.frames().length === 1, 5_000, 'the restarted B to receive frame 2')
     expect(tagOf(b2.inbox.frames()[0].frame)).toBe(2)
     expect(b2.inbox.frames()[0].origin.peer).toBe(a.net.peerId)
@@ -140,11 +140,11 @@ describe('libp2p actor transport', () => {
     const [a, b] = await pair()
     await b.stop()
     const t0 = Date.now()
-    await expect(a.net.transport.send(b.net.peerId, testFrame(1), AbortSignal.timeout(2_000))).rejects.toMatchObject({ name: 'Unreachable', code: 'UNREACHABLE' })
+    await expect(a.net.transport.send(b.net.peerId, testFrame(1), Date.now() + 2_000)).rejects.toMatchObject({ name: 'Unreachable', code: 'UNREACHABLE' })
 
     const stranger = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
     const t1 = Date.now()
-    await expect(a.net.transport.send(stranger, testFrame(2), AbortSignal.timeout(1_000))).rejects.toMatchObject({ name: 'Unreachable' })
+    await expect(a.net.transport.send(stranger, testFrame(2), Date.now() + 1_000)).rejects.toMatchObject({ name: 'Unreachable' })
     const strangerMs = Date.now() - t1
     // Bounded by the signal (generous slack: the machine is shared), never by a DHT walk.
     expect(t1 - t0).toBeLessThan(4_000)

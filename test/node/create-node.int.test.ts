@@ -89,6 +89,14 @@ describe('createNode (library API)', () => {
     await expect(b.invoke({ ...child.handle, addr: { ...child.handle.addr, inbox: 'nobody' } }, '/public/whoami', {}, { timeout: 10_000 })).rejects.toMatchObject({ name: 'UnknownBehavior' })
   })
 
+  it('gives up on a peer no one knows at the caller\'s deadline, not a transport default', async () => {
+    const nobody = (await newIdentity()).peerId
+    const t = Date.now()
+    const err = await a.invoke(nobody, '/public/status', {}, { timeout: 1_500 }).catch((e: unknown) => e)
+    expect(err).toMatchObject({ name: expect.stringMatching(/^(Unreachable|Timeout)$/) })
+    expect(Date.now() - t).toBeLessThan(4_000)
+  })
+
   it('stops cleanly, and a stopped peer fails calls at once with Unreachable', async () => {
     const dir2 = join(dir, 'c')
     const c = await createNode({ dataDir: dir2, passphrase: 'pw', config: { ...config, bootstrap: [a.addrs()[0]] } })
