@@ -12,7 +12,7 @@ import type { Identity } from '../identity/identity.js'
 import { Keystore } from '../identity/keystore.js'
 import { NotRunning } from '../lib/errors.js'
 import { silentLogger } from '../lib/log.js'
-import { createNetwork, type Network } from '../network/index.js'
+import { HELLO_TOPIC, createNetwork, type Network } from '../network/index.js'
 import { createCapabilities, type Capabilities } from '../security/index.js'
 import { createMachineServices, type MachineServices } from '../services/index.js'
 import { openDb, type Db } from '../store/db.js'
@@ -21,7 +21,7 @@ import type { NodeInfo } from './info.js'
 import { VERSION } from './version.js'
 
 export interface NodeOptions {
-  /** Data directory (keys, anchors, level db). Required unless `identity` and `inMemory`... see README. */
+  /** Data directory: keys (unless `identity` is given), capability anchors, the level db. */
   dataDir: string
   /** The node's key; by default loaded (or created on first run) from the keystore's `dms` context. */
   identity?: Identity
@@ -166,7 +166,6 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
   }
 }
 
-export const HELLO_TOPIC = '/nunet/hello'
 /** A hello or its handshake is worth nothing after this long. */
 const HELLO_LIFETIME_MS = 10_000
 
