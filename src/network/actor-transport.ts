@@ -74,10 +74,36 @@ interface Channel {
   draining: boolean
   /** Streams opened since a frame was last written: a peer that kills each new stream is given up on. */
   opensWithoutWrite: number
+  /** A pump is due at the end of this tick (frames sent meanwhile go out in one write). */
+  pumpScheduled: boolean
 }
+
+/**
+ * Frames queued in the same tick are written as one buffer, up to this size: one muxer frame, one
+ * Noise encryption and one socket write instead of one each per frame. The receiver's frame
+ * reader splits them as it would split a TCP segment. Nothing waits for a batch to fill.
+ */
+const MAX_BATCH_BYTES = 64 * 1024
 
 /** Opens in a row that yield no usable stream before queued frames are reported unreachable. */
 const MAX_OPENS_WITHOUT_WRITE = 3
+
+/** Takes the first queued frames, at least one, up to MAX_BATCH_BYTES together. */
+function takeBatch (queue: Pending[]): Pending[] {
+  let n = 1
+  let size = queue[0].bytes.length
+  while (n < queue.length && size + queue[n].bytes.length <= MAX_BATCH_BYTES) size += queue[n++].bytes.length
+  return queue.splice(0, n)
+}
+
+function concat (items: Pending[]): Uint8Array {
+  let size = 0
+  for (const i of items) size += i.bytes.length
+  const out = new Uint8Array(size)
+  let at = 0
+  for (const i of items) { out.set(i.bytes, at); at += i.bytes.length }
+  return out
+}
 
 function usable (s: Stream): boolean {
   return s.status === 'open' && s.writeStatus === 'writable'
@@ -183,25 +209,15 @@ class Libp2pActorTransport implements ActorTransport {
       ch = this.channel(remote)
     }
     const w = ch.writer
-    if (ch.queue.length === 0 && !ch.draining && w !== undefined && usable(w)) {
-      // The common case — an open stream with nothing queued ahead — writes at once, with no
-      // queue entry, deadline timer or abort listener (each costs on every frame at 10k frames/s).
-      let accepted: boolean
-      try { accepted = w.send(encodeFrame(frame)) } catch (err) {
-        throw new Unreachable(`peer ${peer} is unreachable: ${errorText(err)}`, { peer })
-      }
-      ch.opensWithoutWrite = 0
-      if (accepted) return
+    if (!ch.draining && w !== undefined && usable(w)) {
+      // The common case — an open stream that takes more — needs no deadline timer or abort
+      // listener (each costs on every frame at 10k frames/s): the frame joins the write that goes
+      // out at the end of this tick.
       const channel = ch
-      channel.draining = true
-      try {
-        await w.onDrain()
-      } catch (err) {
-        throw new Unreachable(`peer ${peer} is unreachable: the stream closed (${errorText(err)})`, { peer })
-      } finally {
-        channel.draining = false
-        this.pump(channel)
-      }
+      await new Promise<void>((resolve, reject) => {
+        channel.queue.push({ bytes: encodeFrame(frame), done: (err) => { if (err === undefined) resolve(); else reject(err) } })
+        this.schedulePump(channel)
+      })
       return
     }
     const sig = AbortSignal.timeout(deadline === undefined ? DEFAULT_SEND_TIMEOUT_MS : Math.max(1, deadline - Date.now()))
@@ -233,7 +249,7 @@ class Libp2pActorTransport implements ActorTransport {
     const key = peer.toString()
     let ch = this.channels.get(key)
     if (ch === undefined) {
-      ch = { peer, streams: new Set(), queue: [], draining: false, opensWithoutWrite: 0 }
+      ch = { peer, streams: new Set(), queue: [], draining: false, opensWithoutWrite: 0, pumpScheduled: false }
       this.channels.set(key, ch)
     }
     return ch
@@ -270,27 +286,36 @@ class Libp2pActorTransport implements ActorTransport {
       return
     }
     while (ch.queue.length > 0) {
-      const item = ch.queue.shift() as Pending
+      const items = takeBatch(ch.queue)
       let accepted: boolean
       try {
-        accepted = w.send(item.bytes)
+        accepted = w.send(items.length === 1 ? items[0].bytes : concat(items))
       } catch (err) {
-        item.done(new Unreachable(`peer ${ch.peer.toString()} is unreachable: ${errorText(err)}`, { peer: ch.peer.toString() }))
+        for (const item of items) item.done(new Unreachable(`peer ${ch.peer.toString()} is unreachable: ${errorText(err)}`, { peer: ch.peer.toString() }))
         continue
       }
       ch.opensWithoutWrite = 0
-      if (accepted) { item.done(); continue }
-      // The muxer is full and this frame waits in the stream's buffer: confirm it on drain (or
-      // report it lost if the stream dies first), and write nothing more until then.
+      if (accepted) { for (const item of items) item.done(); continue }
+      // The muxer is full and these frames wait in the stream's buffer: confirm them on drain (or
+      // report them lost if the stream dies first), and write nothing more until then.
       ch.draining = true
-      w.onDrain().then(() => { item.done() }, (err: unknown) => {
-        item.done(new Unreachable(`peer ${ch.peer.toString()} is unreachable: the stream closed (${errorText(err)})`, { peer: ch.peer.toString() }))
+      w.onDrain().then(() => { for (const item of items) item.done() }, (err: unknown) => {
+        for (const item of items) item.done(new Unreachable(`peer ${ch.peer.toString()} is unreachable: the stream closed (${errorText(err)})`, { peer: ch.peer.toString() }))
       }).finally(() => {
         ch.draining = false
         this.pump(ch)
       })
       return
     }
+  }
+
+  private schedulePump (ch: Channel): void {
+    if (ch.pumpScheduled) return
+    ch.pumpScheduled = true
+    queueMicrotask(() => {
+      ch.pumpScheduled = false
+      this.pump(ch)
+    })
   }
 
   /** Drops the state of a peer with no stream and nothing to send (bounds memory by live peers). */
