@@ -29,15 +29,17 @@ function rootsAuthorizer (roots: Set<string>): Authorizer {
   }
 }
 
-let gate: { release: () => void, wait: Promise<void> } | undefined
+let gate: { release: () => void, wait: Promise<void>, entered: () => void } | undefined
 const echo = { path: '/test/echo', describe: 'echo', request: z.object({ text: z.string() }), response: z.object({ text: z.string(), from: z.string() }), needs: [], handler: (_s: unknown, r: { text: string }, c: { invoker: string }) => ({ text: r.text, from: c.invoker }) }
 const pub = { path: '/public/echo', describe: 'public echo', request: z.object({}).passthrough(), response: z.object({ ok: z.boolean() }), needs: [], handler: () => ({ ok: true }) }
 const fails = { path: '/public/fails', describe: 'always fails', request: z.object({}), response: z.object({}), needs: [], handler: () => { throw new Error('boom') } }
-const slow = { path: '/public/slow', describe: 'waits for the gate', request: z.object({}), response: z.object({}), needs: [], handler: async () => { await gate?.wait; return {} } }
+const slow = { path: '/public/slow', describe: 'waits for the gate', request: z.object({}), response: z.object({}), needs: [], handler: async () => { gate?.entered(); await gate?.wait; return {} } }
 const heard: Envelope[] = []
 const bcast = { path: '/broadcast/test', topic: '/test/topic', capability: false as const, describe: 'broadcast', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s: unknown, _r: unknown, c: { envelope: Envelope }) => { heard.push(c.envelope); return {} } }
 const oneway: unknown[] = []
-const sink = { path: '/public/sink', describe: 'one-way sink', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s: unknown, r: { n: number }) => { oneway.push(r.n); return {} } }
+/** Resolved by the sink once it holds `count` messages. */
+let sinkWaiter: { count: number, done: () => void } | undefined
+const sink = { path: '/public/sink', describe: 'one-way sink', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s: unknown, r: { n: number }) => { oneway.push(r.n); if (sinkWaiter !== undefined && oneway.length >= sinkWaiter.count) sinkWaiter.done(); return {} } }
 const BEHAVIORS = [echo, pub, fails, slow, bcast, sink] as unknown as AnyBehavior[]
 
 export function actorSystemContract (name: string, factory: TransportFactory): void {
@@ -99,7 +101,7 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
       return unwrapReply(await rawSend(frame))
     }
 
-    beforeEach(async () => { heard.length = 0; oneway.length = 0; gate = undefined })
+    beforeEach(async () => { heard.length = 0; oneway.length = 0; gate = undefined; sinkWaiter = undefined })
     afterEach(async () => { a?.stop(); b?.stop(); await close?.() })
 
     it('invokes a behaviour on another node and gets the typed reply', async () => {
@@ -166,10 +168,13 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
     it('answers Overloaded when the mailbox is full, and serves again once it drains', async () => {
       await setup({ concurrency: 1, capacity: 0 })
       let release!: () => void
-      gate = { release: () => release(), wait: new Promise<void>(resolve => { release = resolve }) }
+      let entered!: () => void
+      const running = new Promise<void>(resolve => { entered = resolve })
+      gate = { release: () => release(), wait: new Promise<void>(resolve => { release = resolve }), entered }
       const first = a.root.invoke(idB.did, '/public/slow', {}, { timeout: LONG })
-      // the first occupies the only slot; wait until B is actually running it
-      await until(() => b.root.load.running === 1)
+      // the first occupies the only slot: wait until B's handler is running it
+      await running
+      expect(b.root.load.running).toBe(1)
       await expect(a.root.invoke(idB.did, '/public/slow', {}, { timeout: LONG })).rejects.toMatchObject({ name: 'Overloaded' })
       gate.release()
       await expect(first).resolves.toEqual({})
@@ -204,8 +209,9 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
 
     it('delivers one-way sends in order', async () => {
       await setup()
+      const all = new Promise<void>(resolve => { sinkWaiter = { count: 20, done: resolve } })
       for (let n = 0; n < 20; n++) await a.root.send(idB.did, '/public/sink', { n })
-      await until(() => oneway.length === 20)
+      await all
       expect(oneway).toEqual([...Array(20).keys()])
     })
 
@@ -226,6 +232,7 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
   })
 }
 
+/** Bounded retry for state that has no event to await (a gossip subscription reaching a peer). */
 export async function until (cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (let i = 0; i < 10_000; i++) {

@@ -67,11 +67,11 @@ describe('createNode (library API)', () => {
   })
 
   it('delivers one-way sends', async () => {
-    const got: number[] = []
-    a.handle(defineBehavior({ path: '/public/test/sink', describe: 'sink', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s, r) => { got.push(r.n); return {} } }))
+    let delivered!: (n: number) => void
+    const got = new Promise<number>(resolve => { delivered = resolve })
+    a.handle(defineBehavior({ path: '/public/test/sink', describe: 'sink', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s, r) => { delivered(r.n); return {} } }))
     await b.send(a.peerId, '/public/test/sink', { n: 7 })
-    await until(() => got.length === 1)
-    expect(got).toEqual([7])
+    expect(await got).toBe(7)
   })
 
   it('hosts child actors with keys of their own, reachable by handle', async () => {
