@@ -1,4 +1,4 @@
-import type { AnyBehavior } from './behavior.js'
+import { requiredCapability, type AnyBehavior } from './behavior.js'
 
 /** Thrown at start-up when two declarations claim one path (as libp2p's DuplicateProtocolHandlerError). */
 export class DuplicateBehaviorError extends Error {
@@ -13,6 +13,8 @@ export interface Registered {
   decl: AnyBehavior
   /** The services this behaviour declared, picked once at registration. */
   services: Record<PropertyKey, unknown>
+  /** The capability an invoker must hold (null: none), resolved once. */
+  capability: string | null
 }
 
 /** Builds the dispatch table from declarations, picking each handler's services up front. */
@@ -25,7 +27,7 @@ export function buildRegistry (decls: readonly AnyBehavior[], services: object):
       if (!(name in services)) throw new MissingServiceError(`behaviour ${decl.path} needs service '${String(name)}', which this node does not provide`)
       picked[name] = (services as Record<PropertyKey, unknown>)[name]
     }
-    table.set(decl.path, { decl, services: picked })
+    table.set(decl.path, { decl, services: picked, capability: requiredCapability(decl) })
   }
   return table
 }

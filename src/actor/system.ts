@@ -6,8 +6,8 @@ import {
 import { silentLogger } from '../lib/log.js'
 import { didFromPeerId, isDid, peerIdFromDid, type Did } from '../identity/did.js'
 import type { Identity } from '../identity/identity.js'
-import type { Authorizer, ProofSource } from '../security/authorizer.js'
-import { requiredCapability, type AnyBehavior, type CallInfo } from './behavior.js'
+import type { AuthorizeRequest, Authorizer, ProofSource } from '../security/authorizer.js'
+import type { AnyBehavior, CallInfo } from './behavior.js'
 import {
   DEFAULT_ENVELOPE_LIFETIME_MS, LIMITER_MAX_SENDERS, MAILBOX_CAPACITY, MAILBOX_CONCURRENCY,
   MAX_ENVELOPE_LIFETIME_MS, PER_SENDER_BURST, PER_SENDER_RATE, REPLY_PREFIX
@@ -64,6 +64,9 @@ export interface ActorInit {
   proofs?: ProofSource
 }
 
+/** A mailbox job: undefined when it finished synchronously, else a promise of its end. */
+type Job = () => Promise<void> | undefined
+
 /** What a relayed invocation (from the local API) resolves to. */
 export interface RelayReply { from: Handle, reply: Reply }
 
@@ -87,7 +90,7 @@ export class Actor {
   readonly handle: Handle
   readonly registry: Map<string, Registered>
   private running = 0
-  private readonly queue: Array<() => Promise<void>> = []
+  private readonly queue: Job[] = []
 
   constructor (
     private readonly system: ActorSystem,
@@ -127,10 +130,14 @@ export class Actor {
     if (decl.topic !== undefined) this.system.subscribeTopic(decl.topic)
   }
 
-  /** Mailbox admission: false when full (the caller answers Overloaded). */
-  admit (job: () => Promise<void>): boolean {
+  /**
+   * Mailbox admission: false when full (the caller answers Overloaded). A job that finishes
+   * synchronously (returns undefined) frees its slot at once; one that returns a promise holds
+   * it until the promise settles.
+   */
+  admit (job: Job): boolean {
     if (this.running < this.limits.concurrency) {
-      this.run(job)
+      this.start(job)
       return true
     }
     if (this.queue.length >= this.limits.capacity) return false
@@ -138,13 +145,22 @@ export class Actor {
     return true
   }
 
-  private run (job: () => Promise<void>): void {
+  private start (job: Job): void {
     this.running++
-    void job().finally(() => {
+    const pending = job()
+    if (pending === undefined) {
       this.running--
-      const next = this.queue.shift()
-      if (next !== undefined) this.run(next)
+      return
+    }
+    void pending.finally(() => {
+      this.running--
+      this.startQueued()
     })
+  }
+
+  /** Starts waiting jobs while there is room (a loop: synchronous jobs must not recurse). */
+  private startQueued (): void {
+    while (this.running < this.limits.concurrency && this.queue.length > 0) this.start(this.queue.shift() as Job)
   }
 
   get load (): { running: number, queued: number } { return { running: this.running, queued: this.queue.length } }
@@ -154,7 +170,9 @@ export class Actor {
  * The actors of one node over one transport. Inbound frames go through, in this order:
  * frame size → decode → host claim → signature → expiry → replay → reply match → actor and
  * behaviour exist → capability → rate limit → mailbox → request schema → handler. Each refusal of
- * an envelope with a reply-to is answered with a typed error at once.
+ * an envelope with a reply-to is answered with a typed error at once. Nothing yields to the event
+ * loop unless it must wait (a cold capability chain, a full mailbox, a handler's promise), so a
+ * quick request is answered in the turn it arrived in.
  */
 export class ActorSystem {
   readonly peerId: string
@@ -482,67 +500,103 @@ export class ActorSystem {
       this.refuse(new BadRequest(`${env.be} is not a broadcast behaviour`), env, origin, actor)
       return
     }
-    void this.authorizeAndRun(actor, entry, env, origin)
+    this.authorize(actor, entry, env, origin)
   }
 
-  private async authorizeAndRun (actor: Actor, entry: Registered, env: Envelope, origin: FrameOrigin): Promise<void> {
-    const cap = requiredCapability(entry.decl)
-    if (cap !== null && env.from.id !== actor.identity.did) {
-      try {
-        await actor.authorizer.authorize({ invoker: env.from.id, audience: actor.identity.did, capability: cap, topic: env.topic, proofs: env.cap ?? [], now: this.now() })
-      } catch (err) {
-        this.refuse(err instanceof DmsError ? err : new Unauthorized(String(err), { reason: 'error' }), env, origin, actor)
-        return
-      }
+  /**
+   * Capability check, then admission. Synchronous when the answer needs no verification (no
+   * capability required, the actor itself, a root, a cached chain): a synchronous handler's reply
+   * then leaves in the same turn as the request arrived, before the muxer's own bookkeeping writes.
+   */
+  private authorize (actor: Actor, entry: Registered, env: Envelope, origin: FrameOrigin): void {
+    const capability = entry.capability
+    if (capability === null || env.from.id === actor.identity.did) {
+      this.admit(actor, entry, env, origin)
+      return
     }
+    const req: AuthorizeRequest = { invoker: env.from.id, audience: actor.identity.did, capability, topic: env.topic, proofs: env.cap ?? [], now: this.now() }
+    if (actor.authorizer.allowsNow?.(req) === true) {
+      this.admit(actor, entry, env, origin)
+      return
+    }
+    actor.authorizer.authorize(req).then(() => { this.admit(actor, entry, env, origin) }, (err: unknown) => {
+      this.refuse(err instanceof DmsError ? err : new Unauthorized(String(err), { reason: 'error' }), env, origin, actor)
+    })
+  }
+
+  /** Rate limits, then the actor's mailbox. */
+  private admit (actor: Actor, entry: Registered, env: Envelope, origin: FrameOrigin): void {
     const limits = entry.decl.limits
     if (!this.limiter.take(env.from.id) || (limits?.perSenderPerSec !== undefined && !this.limiter.take(`${env.be}\u0000${env.from.id}`, limits.perSenderPerSec, limits.burst ?? limits.perSenderPerSec))) {
       this.refuse(new Overloaded(`too many envelopes from ${env.from.id}; slow down`, { retryAfterMs: 1000 }), env, origin, actor)
       return
     }
-    const admitted = actor.admit(async () => { await this.runHandler(actor, entry, env, origin) })
+    const admitted = actor.admit(() => this.runHandler(actor, entry, env, origin))
     if (!admitted) {
       const { running, queued } = actor.load
       this.refuse(new Overloaded(`the mailbox of ${actor.inbox} is full (${running} running, ${queued} queued)`, { retryAfterMs: 100 }), env, origin, actor)
     }
   }
 
-  private async runHandler (actor: Actor, entry: Registered, env: Envelope, origin: FrameOrigin): Promise<void> {
+  /** Runs the handler; returns a promise only when the handler itself returned one. */
+  private runHandler (actor: Actor, entry: Registered, env: Envelope, origin: FrameOrigin): Promise<void> | undefined {
     const remaining = env.exp - this.now()
     if (remaining <= 0) {
       this.refuse(new Expired('the envelope expired while waiting in the mailbox', { exp: env.exp }), env, origin, actor)
-      return
+      return undefined
     }
     const parsed = entry.decl.request.safeParse(env.msg ?? {})
     if (!parsed.success) {
       const issues = parsed.error.issues.map(i => `${i.path.join('.') || '(request)'}: ${i.message}`)
       this.refuse(new BadRequest(`bad request for ${env.be}: ${issues.slice(0, 5).join('; ')}`, { issues }), env, origin, actor)
-      return
+      return undefined
     }
     // The deadline signal is made only if the handler asks for it (most never do).
     let signal: AbortSignal | undefined
     const call: CallInfo = { from: env.from, invoker: env.from.id, envelope: env, get signal () { return (signal ??= AbortSignal.timeout(remaining)) } }
-    let result: Reply
+    let value: unknown
     try {
       const handler = entry.decl.handler as (s: unknown, r: unknown, c: CallInfo) => unknown
-      const value = await handler(entry.services, parsed.data, call)
-      const checked = entry.decl.response.safeParse(value)
-      if (!checked.success) {
-        this.log.error({ be: env.be, issues: checked.error.issues.slice(0, 5) }, 'a handler returned a reply that breaks its own schema')
-        result = { error: new HandlerFailed(`${env.be} produced an invalid reply`).toWire() }
-      } else {
-        result = { ok: checked.data }
-      }
+      value = handler(entry.services, parsed.data, call)
     } catch (err) {
-      if (!(err instanceof DmsError)) this.log.warn({ be: env.be, err }, 'handler failed')
-      result = { error: toWireError(err) }
+      this.answer(actor, env, this.failure(env, err))
+      return undefined
     }
+    if (isThenable(value)) {
+      return Promise.resolve(value).then(
+        (v) => { this.answer(actor, env, this.success(entry, env, v)) },
+        (err: unknown) => { this.answer(actor, env, this.failure(env, err)) }
+      )
+    }
+    this.answer(actor, env, this.success(entry, env, value))
+    return undefined
+  }
+
+  /** A handler's value checked against its own response schema. */
+  private success (entry: Registered, env: Envelope, value: unknown): Reply {
+    const checked = entry.decl.response.safeParse(value)
+    if (checked.success) return { ok: checked.data }
+    this.log.error({ be: env.be, issues: checked.error.issues.slice(0, 5) }, 'a handler returned a reply that breaks its own schema')
+    return { error: new HandlerFailed(`${env.be} produced an invalid reply`).toWire() }
+  }
+
+  /** A handler's error as a reply: typed errors as they are, anything else as HandlerFailed. */
+  private failure (env: Envelope, err: unknown): Reply {
+    if (!(err instanceof DmsError)) this.log.warn({ be: env.be, err }, 'handler failed')
+    return { error: toWireError(err) }
+  }
+
+  private answer (actor: Actor, env: Envelope, result: Reply): void {
     if (env.cont === undefined) {
       if ('error' in result) this.log.info({ be: env.be, from: env.from.id, error: result.error }, 'a one-way message failed; the sender asked for no reply')
       return
     }
     this.reply(actor, env.from, env.cont, env.exp, result)
   }
+}
+
+function isThenable (v: unknown): v is PromiseLike<unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function'
 }
 
 function asReply (msg: unknown): Reply {

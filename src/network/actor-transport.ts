@@ -74,12 +74,12 @@ interface Channel {
   draining: boolean
   /** Streams opened since a frame was last written: a peer that kills each new stream is given up on. */
   opensWithoutWrite: number
-  /** A pump is due at the end of this tick (frames sent meanwhile go out in one write). */
+  /** A frame went out this tick: frames sent meanwhile wait for the end of the tick and go out in one write. */
   pumpScheduled: boolean
 }
 
 /**
- * Frames queued in the same tick are written as one buffer, up to this size: one muxer frame, one
+ * Frames queued after the first of a tick are written as one buffer, up to this size: one muxer frame, one
  * Noise encryption and one socket write instead of one each per frame. The receiver's frame
  * reader splits them as it would split a TCP segment. Nothing waits for a batch to fill.
  */
@@ -211,12 +211,11 @@ class Libp2pActorTransport implements ActorTransport {
     const w = ch.writer
     if (!ch.draining && w !== undefined && usable(w)) {
       // The common case — an open stream that takes more — needs no deadline timer or abort
-      // listener (each costs on every frame at 10k frames/s): the frame joins the write that goes
-      // out at the end of this tick.
+      // listener (each costs on every frame at 10k frames/s).
       const channel = ch
       await new Promise<void>((resolve, reject) => {
         channel.queue.push({ bytes: encodeFrame(frame), done: (err) => { if (err === undefined) resolve(); else reject(err) } })
-        this.schedulePump(channel)
+        this.writeSoon(channel)
       })
       return
     }
@@ -309,8 +308,15 @@ class Libp2pActorTransport implements ActorTransport {
     }
   }
 
-  private schedulePump (ch: Channel): void {
+  /**
+   * The first frame of a tick is written at once: a reply computed as its request arrived leaves
+   * before the muxer's own bookkeeping (yamux answers every data frame with a window update) is
+   * encrypted and written. Frames queued after it in the same tick wait for the end of the tick
+   * and go out together as one write.
+   */
+  private writeSoon (ch: Channel): void {
     if (ch.pumpScheduled) return
+    this.pump(ch)
     ch.pumpScheduled = true
     queueMicrotask(() => {
       ch.pumpScheduled = false

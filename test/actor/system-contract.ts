@@ -5,7 +5,7 @@ import { encodeEnvelope, newNonce, decodeEnvelope } from '../../src/actor/envelo
 import { ActorSystem, unwrapReply, type MailboxLimits } from '../../src/actor/system.js'
 import type { Envelope, Transport } from '../../src/actor/types.js'
 import { newIdentity, type Identity } from '../../src/identity/identity.js'
-import { Unauthorized, isDmsError } from '../../src/lib/errors.js'
+import { NotFound, Unauthorized, isDmsError } from '../../src/lib/errors.js'
 import type { Authorizer } from '../../src/security/authorizer.js'
 
 /**
@@ -40,7 +40,12 @@ const oneway: unknown[] = []
 /** Resolved by the sink once it holds `count` messages. */
 let sinkWaiter: { count: number, done: () => void } | undefined
 const sink = { path: '/public/sink', describe: 'one-way sink', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s: unknown, r: { n: number }) => { oneway.push(r.n); if (sinkWaiter !== undefined && oneway.length >= sinkWaiter.count) sinkWaiter.done(); return {} } }
-const BEHAVIORS = [echo, pub, fails, slow, bcast, sink] as unknown as AnyBehavior[]
+// Handlers may answer synchronously or with a promise; both paths reply the same way.
+const later = { path: '/public/later', describe: 'answers after a turn', request: z.object({ n: z.number() }), response: z.object({ n: z.number() }), needs: [], handler: async (_s: unknown, r: { n: number }) => { await Promise.resolve(); return { n: r.n + 1 } } }
+const laterFails = { path: '/public/later-fails', describe: 'rejects with a typed error', request: z.object({}), response: z.object({}), needs: [], handler: async () => { await Promise.resolve(); throw new NotFound('nothing here', { what: 'thing' }) } }
+const syncFails = { path: '/public/sync-fails', describe: 'throws a typed error at once', request: z.object({}), response: z.object({}), needs: [], handler: () => { throw new NotFound('nothing here either') } }
+const badReply = { path: '/public/bad-reply', describe: 'breaks its own response schema', request: z.object({ async: z.boolean() }), response: z.object({ n: z.number() }), needs: [], handler: (_s: unknown, r: { async: boolean }) => r.async ? Promise.resolve({ n: 'one' }) : { n: 'one' } }
+const BEHAVIORS = [echo, pub, fails, slow, bcast, sink, later, laterFails, syncFails, badReply] as unknown as AnyBehavior[]
 
 export function actorSystemContract (name: string, factory: TransportFactory): void {
   describe(`actor system over ${name}`, () => {
@@ -101,6 +106,17 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
       return unwrapReply(await rawSend(frame))
     }
 
+    /** Invokes /public/slow on B and resolves once its handler runs (it holds a mailbox slot until released). */
+    async function holdTheSlot (): Promise<{ first: Promise<unknown>, release: () => void }> {
+      let release!: () => void
+      let entered!: () => void
+      const running = new Promise<void>(resolve => { entered = resolve })
+      gate = { release: () => release(), wait: new Promise<void>(resolve => { release = resolve }), entered }
+      const first = a.root.invoke(idB.did, '/public/slow', {}, { timeout: LONG })
+      await running
+      return { first, release: () => { release() } }
+    }
+
     beforeEach(async () => { heard.length = 0; oneway.length = 0; gate = undefined; sinkWaiter = undefined })
     afterEach(async () => { a?.stop(); b?.stop(); await close?.() })
 
@@ -136,6 +152,16 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
       await expect(a.root.invoke(idB.did, '/public/fails', {}, { timeout: LONG })).rejects.toMatchObject({ name: 'HandlerFailed' })
     })
 
+    it('replies alike whether a handler answers at once or with a promise', async () => {
+      await setup()
+      await expect(a.root.invoke(idB.did, '/public/later', { n: 1 }, { timeout: LONG })).resolves.toEqual({ n: 2 })
+      await expect(a.root.invoke(idB.did, '/public/later-fails', {}, { timeout: LONG })).rejects.toMatchObject({ name: 'NotFound', fields: { what: 'thing' } })
+      await expect(a.root.invoke(idB.did, '/public/sync-fails', {}, { timeout: LONG })).rejects.toMatchObject({ name: 'NotFound' })
+      for (const async of [false, true]) {
+        await expect(a.root.invoke(idB.did, '/public/bad-reply', { async }, { timeout: LONG })).rejects.toMatchObject({ name: 'HandlerFailed' })
+      }
+    })
+
     it('verifies envelopes signed by a key other than the connected host, refusing tampered ones', async () => {
       await setup()
       const ok = frameFrom(user)
@@ -167,18 +193,35 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
 
     it('answers Overloaded when the mailbox is full, and serves again once it drains', async () => {
       await setup({ concurrency: 1, capacity: 0 })
-      let release!: () => void
-      let entered!: () => void
-      const running = new Promise<void>(resolve => { entered = resolve })
-      gate = { release: () => release(), wait: new Promise<void>(resolve => { release = resolve }), entered }
-      const first = a.root.invoke(idB.did, '/public/slow', {}, { timeout: LONG })
-      // the first occupies the only slot: wait until B's handler is running it
-      await running
+      const { first, release } = await holdTheSlot()
       expect(b.root.load.running).toBe(1)
       await expect(a.root.invoke(idB.did, '/public/slow', {}, { timeout: LONG })).rejects.toMatchObject({ name: 'Overloaded' })
-      gate.release()
+      release()
       await expect(first).resolves.toEqual({})
       await expect(a.root.invoke(idB.did, '/public/echo', {}, { timeout: LONG })).resolves.toEqual({ ok: true })
+    })
+
+    it('frees a mailbox slot as soon as a synchronous handler returns', async () => {
+      await setup({ concurrency: 1, capacity: 0 })
+      // one slot, no queue: calls that arrive together all pass, since none holds the slot past its turn
+      const results = await Promise.all(Array.from({ length: 20 }, async (_, n) => await a.root.invoke(idB.did, '/test/echo', { text: String(n) }, { timeout: LONG })))
+      expect(results.map(r => (r as { text: string }).text)).toEqual(Array.from({ length: 20 }, (_, n) => String(n)))
+    })
+
+    it('runs queued calls, synchronous and not, once a held slot frees', async () => {
+      await setup({ concurrency: 1, capacity: 2 })
+      const { first, release } = await holdTheSlot()
+      const queued = [
+        a.root.invoke(idB.did, '/test/echo', { text: 'q1' }, { timeout: LONG }),
+        a.root.invoke(idB.did, '/public/later', { n: 5 }, { timeout: LONG })
+      ]
+      // frames from one sender arrive in order: the refusal of a third proves the two wait in the queue
+      await expect(a.root.invoke(idB.did, '/test/echo', { text: 'q3' }, { timeout: LONG })).rejects.toMatchObject({ name: 'Overloaded' })
+      expect(b.root.load).toEqual({ running: 1, queued: 2 })
+      release()
+      await expect(first).resolves.toEqual({})
+      await expect(Promise.all(queued)).resolves.toEqual([{ text: 'q1', from: idA.did }, { n: 6 }])
+      expect(b.root.load).toEqual({ running: 0, queued: 0 })
     })
 
     it('limits one sender without starving the others', async () => {

@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest'
 import type { Identity } from '../../src/identity/identity.js'
+import type { AuthorizeRequest } from '../../src/security/authorizer.js'
 import { selectProofs } from '../../src/security/proofs.js'
 import { createRevocation } from '../../src/security/revocations.js'
 import { tokenId } from '../../src/security/ucan.js'
@@ -90,6 +91,26 @@ describe('authorizer', () => {
     expect(await refusal(z.ask({ invoker: alice.did, proofs: [ab] }))).toMatchObject({ reason: 'wrong-subject' })
     expect(await refusal(z.ask({ invoker: bob.did, proofs: [ab], now: NOW + HOUR * 1000 }))).toMatchObject({ reason: 'expired' })
     expect(z.authorizer.stats.size).toBe(0)
+  })
+
+  it('answers at once (allowsNow) only what needs no verification, and the same as authorize', async () => {
+    const z = await testAuthz(node, { roots: [owner.did] })
+    const oa = await tok(owner, alice, { caps: ['/dms'] })
+    const ab = await tok(alice, bob, { caps: ['/dms/node/peers'], proof: oa })
+    const req = { audience: node.did, capability: '/dms/node/peers/list', now: NOW }
+    const now = (r: Partial<AuthorizeRequest>): boolean => z.authorizer.allowsNow({ ...req, invoker: bob.did, proofs: [ab], ...r })
+    expect(now({ invoker: owner.did, proofs: [] })).toBe(true)
+    // a chain never verified here: authorize must verify it first
+    expect(now({})).toBe(false)
+    await z.ask({ invoker: bob.did, proofs: [ab] })
+    expect(now({})).toBe(true)
+    // the cached chain serves only what authorize would allow
+    expect(now({ capability: '/dms/node/onboarding/onboard' })).toBe(false)
+    expect(now({ invoker: alice.did })).toBe(false)
+    expect(now({ now: NOW + HOUR * 1000 })).toBe(false)
+    await z.setAnchors({ roots: [] })
+    expect(now({})).toBe(false)
+    expect(await refusal(z.ask({ invoker: bob.did, proofs: [ab] }))).toMatchObject({ reason: 'not-anchored' })
   })
 
   it('drops cached chains when anchors or revocations change', async () => {
