@@ -7,7 +7,7 @@ import { PASSPHRASE, ROOT, dms, dmsJson, startDaemon, tempDir, type Daemon } fro
 import { benchCaps } from './caps.js'
 
 /**
- * `npm run bench [-- --json] [-- --quick]`
+ * `npm run bench [-- --json] [-- --quick] [-- --sign-all]`
  *
  * Two daemons' worth of processes: a `dms run` daemon (server) and a client process running a dms
  * node, plus a bare libp2p echo server as the floor. The client measures, interleaved in the same
@@ -15,10 +15,13 @@ import { benchCaps } from './caps.js'
  * `/public/hello`, of `/dms/node/peers/self` authorized by a UCAN chain, and of the floor. Also the
  * server's time to ready and idle RSS. Targets: invoke p50 ≤ 1.5× floor, throughput ≥ 0.5× floor,
  * ready ≤ 1.5 s, idle RSS ≤ 120 MB. Prints ratios; `--json` prints one JSON object last.
+ * `--sign-all` runs both nodes with `signAllEnvelopes` (every envelope signed, as before nodes'
+ * own envelopes travelled host-authenticated), to measure what signing costs.
  */
 const args = new Set(process.argv.slice(2))
 const quick = args.has('--quick')
 const json = args.has('--json')
+const signAll = args.has('--sign-all')
 const CFG = quick
   ? { warmup: 300, timed: 400, tputMs: 2_000 }
   : { warmup: 3_000, timed: 2_000, tputMs: 8_000 }
@@ -61,7 +64,7 @@ try {
   if (anchor.code !== 0) throw new Error(`cap anchor failed: ${anchor.stderr}`)
 
   const t0 = performance.now()
-  server = await startDaemon({ dataDir: serverDir, env: { DMS_LOG_LEVEL: 'info' } })
+  server = await startDaemon({ dataDir: serverDir, env: { DMS_LOG_LEVEL: 'info', DMS_SIGN_ALL_ENVELOPES: String(signAll) } })
   const readyMs = Math.round(performance.now() - t0)
   const readyLog = server.logs.find(l => l.msg === 'dms node ready')
   log(`server daemon ready in ${readyMs} ms from spawn (${String(readyLog?.readyMs)} ms after its modules loaded)`)
@@ -74,6 +77,7 @@ try {
   const idleRssMb = await rssMb(server.info.pid)
   log(`server idle RSS ${idleRssMb} MB`)
 
+  if (signAll) log('every envelope signed (--sign-all)')
   log(`measuring: ${CFG.warmup} warm-up + ${CFG.timed} timed sequential calls, then ${CONCURRENCY} in flight for ${CFG.tputMs / 1000} s, per kind, interleaved…`)
   const client = spawn(tsx, [worker, 'client'], {
     cwd: ROOT,
@@ -82,7 +86,7 @@ try {
       ...process.env,
       BENCH_CONFIG: JSON.stringify({
         dataDir: clientDir, passphrase: PASSPHRASE, serverPeer: server.info.peerId, serverAddr: server.info.addrs[0], echoAddr,
-        ...CFG, concurrency: CONCURRENCY, frameBytes: FRAME_BYTES
+        ...CFG, concurrency: CONCURRENCY, frameBytes: FRAME_BYTES, signAll
       })
     }
   })
@@ -98,6 +102,7 @@ try {
     floor: { p50Us: r.floor.p50Us, p99Us: r.floor.p99Us, rps: r.floor.rps },
     ratios: { p50: ratio(r.invoke.p50Us, r.floor.p50Us), rps: ratio(r.invoke.rps, r.floor.rps), authorizedP50: ratio(r.authorized.p50Us, r.floor.p50Us), authorizedRps: ratio(r.authorized.rps, r.floor.rps) },
     daemon: { readyMs, idleRssMb },
+    signAllEnvelopes: signAll,
     caps,
     errors: { invoke: r.invoke.errors, authorized: r.authorized.errors, floor: r.floor.errors }
   }

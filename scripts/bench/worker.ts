@@ -18,6 +18,7 @@ interface ClientConfig {
   tputMs: number
   concurrency: number
   frameBytes: number
+  signAll: boolean
 }
 
 const role = process.argv[2]
@@ -28,7 +29,7 @@ if (role === 'echo') {
   process.on('SIGTERM', () => { void server.stop().then(() => process.exit(0)) })
 } else if (role === 'client') {
   const cfg = JSON.parse(process.env.BENCH_CONFIG ?? '{}') as ClientConfig
-  const node = await createNode({ dataDir: cfg.dataDir, passphrase: cfg.passphrase, config: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, bootstrap: [cfg.serverAddr] } })
+  const node = await createNode({ dataDir: cfg.dataDir, passphrase: cfg.passphrase, config: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, bootstrap: [cfg.serverAddr], signAllEnvelopes: cfg.signAll } })
   const floor = await echoClient(cfg.echoAddr, cfg.frameBytes)
   const calls: Record<'floor' | 'invoke' | 'authorized', () => Promise<unknown>> = {
     floor: floor.call,

@@ -6,17 +6,23 @@ import type { Envelope, Handle } from './types.js'
 /**
  * Wire form of an envelope (the bytes inside one transport frame):
  *
- *   0      u8   version (1)
+ *   0      u8   form: 1 = signed, 2 = host-authenticated (no signature)
  *   1..4   u32  header length H, big-endian
  *   5..    H    header: UTF-8 JSON {v,to,from,be,nonce,exp,cont?,topic?,cap?}
  *   ..     P    payload: UTF-8 JSON (the message)
- *   last   64   Ed25519 signature by `from.id` over every byte before it
+ *   last   64   form 1 only: Ed25519 signature by `from.id` over every byte before it
  *
  * The header comes first and apart from the payload so that a receiver can answer an oversized
  * frame from its first bytes alone, and so that routing never parses the payload. The signature
- * covers the exact bytes that travel: nothing is re-encoded before verification.
+ * covers the exact bytes that travel: nothing is re-encoded before verification. A form-2
+ * envelope is only accepted from the host that the channel itself authenticated (Noise, or
+ * gossipsub's StrictSign) when `from.id` is that host's key: see specs/protocol.md.
  */
 export const ENVELOPE_VERSION = 1
+/** Signed by `from.id` (64-byte Ed25519 trailer). */
+export const FORM_SIGNED = 1
+/** Sent by the host the transport authenticated, as itself: no signature trailer. */
+export const FORM_HOST = 2
 const PREFIX = 5
 const SIG = 64
 /** Header (routing + capability tokens) limit; the oversize answer needs the header in the head. */
@@ -77,7 +83,8 @@ export interface DecodedEnvelope {
   envelope: Envelope
   /** Bytes the signature covers. */
   signed: Uint8Array
-  signature: Uint8Array
+  /** Absent for a host-authenticated (form 2) envelope. */
+  signature?: Uint8Array
 }
 
 const enc = new TextEncoder()
@@ -94,19 +101,25 @@ export function newNonce (): string {
   return `${NONCE_PREFIX}${nonceCounter.toString(36)}`
 }
 
-/** Encodes and signs; `sign` is the sender's key (`from.id`). */
-export function encodeEnvelope (env: Envelope, sign: (data: Uint8Array) => Uint8Array): Uint8Array {
+/**
+ * Encodes, and signs with `sign` (the key of `from.id`) when given. Without `sign` the envelope is
+ * host-authenticated (form 2): only for a node's own envelopes on a channel that authenticates it.
+ */
+export function encodeEnvelope (env: Envelope, sign?: (data: Uint8Array) => Uint8Array): Uint8Array {
   const { msg, ...header } = env
   const h = enc.encode(JSON.stringify(header))
   if (h.length > MAX_HEADER_BYTES) throw new BadRequest(`envelope header is ${h.length} bytes, the limit is ${MAX_HEADER_BYTES} (too many or too large capability tokens)`, { limit: MAX_HEADER_BYTES })
   const p = enc.encode(msg === undefined ? 'null' : JSON.stringify(msg))
-  const out = new Uint8Array(PREFIX + h.length + p.length + SIG)
-  out[0] = ENVELOPE_VERSION
+  const trailer = sign === undefined ? 0 : SIG
+  const out = new Uint8Array(PREFIX + h.length + p.length + trailer)
+  out[0] = sign === undefined ? FORM_HOST : FORM_SIGNED
   new DataView(out.buffer).setUint32(1, h.length)
   out.set(h, PREFIX)
   out.set(p, PREFIX + h.length)
-  const body = out.subarray(0, out.length - SIG)
-  out.set(sign(body), out.length - SIG)
+  if (sign !== undefined) {
+    const body = out.subarray(0, out.length - SIG)
+    out.set(sign(body), out.length - SIG)
+  }
   return out
 }
 
@@ -118,18 +131,19 @@ function parseHeader (bytes: Uint8Array): Header {
 
 /** Decodes a frame without checking the signature. Throws `BadRequest` on any malformation. */
 export function decodeEnvelope (frame: Uint8Array): DecodedEnvelope {
-  if (frame.length < PREFIX + 2 + SIG) throw new BadRequest(`frame of ${frame.length} bytes is too short to be an envelope`)
-  if (frame[0] !== ENVELOPE_VERSION) throw new BadRequest(`unknown envelope version ${frame[0]}`)
+  const form = frame[0]
+  if (form !== FORM_SIGNED && form !== FORM_HOST) throw new BadRequest(`unknown envelope form ${String(form)}`)
+  const trailer = form === FORM_SIGNED ? SIG : 0
+  if (frame.length < PREFIX + 2 + trailer) throw new BadRequest(`frame of ${frame.length} bytes is too short to be an envelope`)
   const hlen = new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(1)
-  if (hlen > MAX_HEADER_BYTES || PREFIX + hlen + SIG > frame.length) throw new BadRequest(`envelope header length ${hlen} does not fit the frame`)
+  if (hlen > MAX_HEADER_BYTES || PREFIX + hlen + trailer > frame.length) throw new BadRequest(`envelope header length ${hlen} does not fit the frame`)
   const header = parseHeader(frame.subarray(PREFIX, PREFIX + hlen))
+  const end = frame.length - trailer
   let msg: unknown
-  try { msg = JSON.parse(dec.decode(frame.subarray(PREFIX + hlen, frame.length - SIG))) } catch { throw new BadRequest('envelope payload is not UTF-8 JSON') }
-  return {
-    envelope: { ...header, msg },
-    signed: frame.subarray(0, frame.length - SIG),
-    signature: frame.subarray(frame.length - SIG)
-  }
+  try { msg = JSON.parse(dec.decode(frame.subarray(PREFIX + hlen, end))) } catch { throw new BadRequest('envelope payload is not UTF-8 JSON') }
+  const d: DecodedEnvelope = { envelope: { ...header, msg }, signed: frame.subarray(0, end) }
+  if (trailer > 0) d.signature = frame.subarray(end)
+  return d
 }
 
 /**
@@ -138,15 +152,16 @@ export function decodeEnvelope (frame: Uint8Array): DecodedEnvelope {
  */
 export function peekHeader (head: Uint8Array): Header | undefined {
   try {
-    if (head.length < PREFIX || head[0] !== ENVELOPE_VERSION) return undefined
+    if (head.length < PREFIX || (head[0] !== FORM_SIGNED && head[0] !== FORM_HOST)) return undefined
     const hlen = new DataView(head.buffer, head.byteOffset, head.byteLength).getUint32(1)
     if (hlen > MAX_HEADER_BYTES || PREFIX + hlen > head.length) return undefined
     return parseHeader(head.subarray(PREFIX, PREFIX + hlen))
   } catch { return undefined }
 }
 
+/** True when the envelope carries a signature and it verifies with `from.id`. */
 export function verifyEnvelope (d: DecodedEnvelope): boolean {
-  return verifyWithDid(d.envelope.from.id, d.signed, d.signature)
+  return d.signature !== undefined && verifyWithDid(d.envelope.from.id, d.signed, d.signature)
 }
 
 export function sameHandle (a: Handle, b: Handle): boolean {

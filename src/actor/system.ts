@@ -50,6 +50,12 @@ export interface ActorSystemInit {
   now?: () => number
   log?: Logger
   limits?: MailboxLimits
+  /**
+   * Sign the node's own envelopes too. By default they travel host-authenticated (unsigned) on
+   * channels that authenticate the node; set this where every envelope must prove its sender to
+   * third parties after the fact (costs one Ed25519 signature per envelope).
+   */
+  signAllEnvelopes?: boolean
 }
 
 export interface ActorInit {
@@ -89,6 +95,11 @@ export interface DispatchStats {
 export class Actor {
   readonly handle: Handle
   readonly registry: Map<string, Registered>
+  /**
+   * Signs this actor's envelopes; undefined for the node itself, whose envelopes the transport
+   * authenticates (unless the system signs all envelopes).
+   */
+  readonly signer: ((data: Uint8Array) => Uint8Array) | undefined
   private running = 0
   private readonly queue: Job[] = []
 
@@ -105,6 +116,7 @@ export class Actor {
   ) {
     this.handle = { id: identity.did, did: controller, addr: { peer: system.peerId, inbox } }
     this.registry = buildRegistry(behaviors, services)
+    this.signer = identity.peerId === system.peerId && !system.signsAll ? undefined : identity.sign
   }
 
   /** Request–reply with a mandatory deadline; rejects with the remote's typed error. */
@@ -176,6 +188,7 @@ export class Actor {
  */
 export class ActorSystem {
   readonly peerId: string
+  readonly signsAll: boolean
   readonly root: Actor
   readonly stats: DispatchStats = { received: 0, refused: {}, unanswerable: 0, lateReplies: 0 }
   private readonly actors = new Map<string, Actor>()
@@ -193,6 +206,7 @@ export class ActorSystem {
   constructor (init: ActorSystemInit) {
     this.transport = init.transport
     this.peerId = init.transport.peerId
+    this.signsAll = init.signAllEnvelopes ?? false
     this.now = init.now ?? Date.now
     this.log = init.log ?? silentLogger()
     this.replay = new ReplayGuard(this.now)
@@ -290,7 +304,7 @@ export class ActorSystem {
     const nonce = newNonce()
     const cont = `${REPLY_PREFIX}${nonce}`
     const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce, exp: deadline, cont, msg: payload, cap: await this.proofsFor(actor, to, behavior, undefined, opts) }
-    const frame = encodeEnvelope(env, actor.identity.sign)
+    const frame = encodeEnvelope(env, actor.signer)
     const replied = this.awaitReply(cont, to.addr.peer, deadline, behavior)
     this.route(frame, to.addr.peer, deadline).catch((err: unknown) => { this.failPending(cont, err) })
     const { env: reply } = await replied
@@ -301,14 +315,14 @@ export class ActorSystem {
     const deadline = this.deadlineOf(opts, false)
     const to = this.resolveDestination(destination)
     const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce: newNonce(), exp: deadline, msg: payload, cap: await this.proofsFor(actor, to, behavior, undefined, opts) }
-    await this.route(encodeEnvelope(env, actor.identity.sign), to.addr.peer, deadline)
+    await this.route(encodeEnvelope(env, actor.signer), to.addr.peer, deadline)
   }
 
   async publishAs (actor: Actor, topic: string, behavior: string, payload: unknown, opts: CallOptions): Promise<void> {
     const deadline = this.deadlineOf(opts, false)
     const to: Handle = { id: actor.handle.id, did: actor.handle.did, addr: { peer: '*', inbox: ROOT_INBOX } }
     const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce: newNonce(), exp: deadline, topic, msg: payload, cap: await this.proofsFor(actor, to, behavior, topic, opts) }
-    await this.transport.publish(topic, encodeEnvelope(env, actor.identity.sign))
+    await this.transport.publish(topic, encodeEnvelope(env, actor.signer))
   }
 
   /**
@@ -320,6 +334,7 @@ export class ActorSystem {
     if (frame.length > this.transport.maxFrameBytes) throw new FrameTooLarge(`frame of ${frame.length} bytes exceeds the limit of ${this.transport.maxFrameBytes}`, { limit: this.transport.maxFrameBytes, size: frame.length })
     const d = decodeEnvelope(frame)
     const env = d.envelope
+    if (d.signature === undefined) throw new Unauthorized('the API relays only signed envelopes', { reason: 'unsigned' })
     if (!verifyEnvelope(d)) throw new Unauthorized('the envelope\'s signature does not verify with its sender\'s key', { reason: 'bad-signature' })
     if (env.from.addr.peer !== this.peerId) throw new BadRequest(`from.addr.peer must be this node (${this.peerId}), where replies are delivered`)
     if (env.exp <= this.now()) throw new Expired('the envelope expired before it was relayed')
@@ -400,7 +415,7 @@ export class ActorSystem {
     const env: Envelope = { v: 1, to, from: actor.handle, be: cont, nonce: newNonce(), exp: deadline, msg: reply }
     let frame: Uint8Array
     try {
-      frame = encodeEnvelope(env, actor.identity.sign)
+      frame = encodeEnvelope(env, actor.signer)
     } catch (err) {
       // A result too large for a header-limited frame cannot happen (payloads are unbounded in the
       // header); anything else is a bug worth a log line.
@@ -408,7 +423,7 @@ export class ActorSystem {
       return
     }
     if (frame.length > this.transport.maxFrameBytes) {
-      frame = encodeEnvelope({ ...env, msg: { error: new FrameTooLarge(`the reply of ${frame.length} bytes exceeds the frame limit of ${this.transport.maxFrameBytes}`, { limit: this.transport.maxFrameBytes }).toWire() } }, actor.identity.sign)
+      frame = encodeEnvelope({ ...env, msg: { error: new FrameTooLarge(`the reply of ${frame.length} bytes exceeds the frame limit of ${this.transport.maxFrameBytes}`, { limit: this.transport.maxFrameBytes }).toWire() } }, actor.signer)
     }
     this.route(frame, to.addr.peer, deadline).catch((err: unknown) => {
       this.log.warn({ err: toWireError(err), to: to.addr.peer, cont }, 'could not deliver a reply')
@@ -444,12 +459,19 @@ export class ActorSystem {
       return
     }
     // Signature: the transport already authenticated the connected host (Noise, or gossipsub's
-    // StrictSign), so an envelope signed by that same host's key needs no second check. Anything
-    // else — a user's key, a child actor's, anything relayed — is verified.
+    // StrictSign), so an envelope from that same host's key needs no signature of its own, nor a
+    // second check of one it carries. Anything else — a user's key, a child actor's, anything
+    // relayed — must be signed, and is verified.
     const hostDid = origin.via === 'local' ? this.root.identity.did : this.didOfPeer(origin.peer)
-    if (!verified && env.from.id !== hostDid && !verifyEnvelope(d)) {
-      this.refuse(new Unauthorized('the envelope\'s signature does not verify with its sender\'s key', { reason: 'bad-signature' }), env, origin)
-      return
+    if (!verified && env.from.id !== hostDid) {
+      if (d.signature === undefined) {
+        this.refuse(new Unauthorized(`an envelope from ${env.from.id} must be signed: only the connected host's own envelopes travel unsigned`, { reason: 'unsigned' }), env, origin)
+        return
+      }
+      if (!verifyEnvelope(d)) {
+        this.refuse(new Unauthorized('the envelope\'s signature does not verify with its sender\'s key', { reason: 'bad-signature' }), env, origin)
+        return
+      }
     }
     if (env.exp <= now) {
       this.refuse(new Expired(`the envelope expired ${now - env.exp} ms ago`, { exp: env.exp }), env, origin)

@@ -18,7 +18,7 @@ export interface Envelope {
   from: Handle
   /** Behaviour path to dispatch. */
   be: string
-  /** 16 random bytes (base64url), unique per envelope; the replay guard remembers it until `exp`. */
+  /** Unique per sender (a random per-process prefix and a counter); the replay guard remembers it until `exp`. */
   nonce: string
   /** Expiry, unix milliseconds. */
   exp: number

@@ -23,6 +23,7 @@ const fields = {
   apiPort: Port,
   maxFrameBytes: z.number().int().min(64 * 1024).max(64 * 1024 * 1024),
   helloIntervalMs: z.number().int().min(1000),
+  signAllEnvelopes: z.boolean(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
 }
 export const ConfigSchema = z.strictObject({
@@ -42,6 +43,7 @@ export const DEFAULT_CONFIG: Config = {
   apiPort: 9999,
   maxFrameBytes: 4 * 1024 * 1024,
   helloIntervalMs: 30_000,
+  signAllEnvelopes: false,
   ports: { min: 16384, max: 65535 },
   limits: { perSenderRate: 20_000, perSenderBurst: 20_000, mailboxConcurrency: 256, mailboxCapacity: 4096 },
   logLevel: 'info'
@@ -67,6 +69,7 @@ const ENV: Record<string, (v: string) => ConfigInput> = {
   DMS_API_PORT: v => ({ apiPort: int('DMS_API_PORT', v) }),
   DMS_MAX_FRAME: v => ({ maxFrameBytes: parseSize(v) }),
   DMS_HELLO_INTERVAL: v => ({ helloIntervalMs: parseDuration(v) }),
+  DMS_SIGN_ALL_ENVELOPES: v => ({ signAllEnvelopes: bool('DMS_SIGN_ALL_ENVELOPES', v) }),
   DMS_LOG_LEVEL: v => ({ logLevel: v as Config['logLevel'] })
 }
 

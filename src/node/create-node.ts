@@ -118,6 +118,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       services,
       now,
       log: log.child({ part: 'actor' }),
+      signAllEnvelopes: config.signAllEnvelopes,
       limits: {
         perSenderRate: config.limits.perSenderRate,
         perSenderBurst: config.limits.perSenderBurst,

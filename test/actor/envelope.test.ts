@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { decodeEnvelope, encodeEnvelope, newNonce, peekHeader, verifyEnvelope } from '../../src/actor/envelope.js'
+import { FORM_HOST, FORM_SIGNED, decodeEnvelope, encodeEnvelope, newNonce, peekHeader, verifyEnvelope } from '../../src/actor/envelope.js'
 import type { Envelope } from '../../src/actor/types.js'
 import { newIdentity } from '../../src/identity/identity.js'
 
@@ -12,7 +12,7 @@ function withHeader (header: unknown): Uint8Array {
   const h = new TextEncoder().encode(JSON.stringify(header))
   const p = new TextEncoder().encode('{}')
   const out = new Uint8Array(5 + h.length + p.length + 64)
-  out[0] = 1
+  out[0] = FORM_SIGNED
   new DataView(out.buffer).setUint32(1, h.length)
   out.set(h, 5)
   out.set(p, 5 + h.length)
@@ -27,6 +27,24 @@ describe('envelope codec', () => {
     expect(d.envelope).toEqual(base)
     expect(verifyEnvelope(d)).toBe(true)
     expect(peekHeader(frame.subarray(0, 600))?.cont).toBe('/dms/reply/x1')
+  })
+
+  it('round-trips a host-authenticated envelope: no signature trailer, and it never verifies', () => {
+    const signed = encodeEnvelope(base, id.sign)
+    const frame = encodeEnvelope(base)
+    expect(frame[0]).toBe(FORM_HOST)
+    expect(signed[0]).toBe(FORM_SIGNED)
+    expect(frame.length).toBe(signed.length - 64)
+    const d = decodeEnvelope(frame)
+    expect(d.envelope).toEqual(base)
+    expect(d.signature).toBeUndefined()
+    expect(verifyEnvelope(d)).toBe(false)
+    expect(peekHeader(frame)?.be).toBe('/public/status')
+    // the same bytes marked as signed: this payload is shorter than a signature, so the frame is too short
+    const relabelled = new Uint8Array(frame)
+    relabelled[0] = FORM_SIGNED
+    expect(() => decodeEnvelope(relabelled)).toThrow(expect.objectContaining({ name: 'BadRequest' }))
+    expect(() => decodeEnvelope(Uint8Array.of(3, ...frame.subarray(1)))).toThrow(expect.objectContaining({ name: 'BadRequest' }))
   })
 
   it('nonces are unique', () => {

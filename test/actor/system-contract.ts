@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
 import type { AnyBehavior } from '../../src/actor/behavior.js'
-import { encodeEnvelope, newNonce, decodeEnvelope } from '../../src/actor/envelope.js'
+import { FORM_HOST, FORM_SIGNED, encodeEnvelope, newNonce, decodeEnvelope } from '../../src/actor/envelope.js'
 import { ActorSystem, unwrapReply, type MailboxLimits } from '../../src/actor/system.js'
 import type { Envelope, Transport } from '../../src/actor/types.js'
 import { newIdentity, type Identity } from '../../src/identity/identity.js'
@@ -56,30 +56,34 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
     let close: () => Promise<void>
     /** Replies that reached the raw peer R, by their reply path. */
     let rawReplies: Map<string, { resolve: (m: unknown) => void, msg?: unknown }>
+    /** The form byte (signed or host-authenticated) of each reply R received, by reply path. */
+    let replyForms: Map<string, number>
 
-    async function setup (limits?: MailboxLimits, maxFrameBytes?: number[]): Promise<void> {
+    async function setup (limits?: MailboxLimits, maxFrameBytes?: number[], signAllEnvelopes?: boolean): Promise<void> {
       ;[idA, idB, idR, user, stranger] = await Promise.all([newIdentity(), newIdentity(), newIdentity(), newIdentity(), newIdentity()])
       const made = await factory.make([idA, idB, idR], { maxFrameBytes })
       const [tA, tB] = made.transports
       tR = made.transports[2]
       close = made.close
       rawReplies = new Map()
+      replyForms = new Map()
       tR.setReceiver({
         onFrame: (frame) => {
           const env = decodeEnvelope(frame).envelope
+          replyForms.set(env.be, frame[0])
           const slot = rawReplies.get(env.be)
           if (slot !== undefined) slot.resolve(env.msg)
         },
         onOversize: () => {}
       })
       const auth = rootsAuthorizer(new Set([idA.did, user.did]))
-      a = new ActorSystem({ identity: idA, transport: tA, authorizer: auth, behaviors: BEHAVIORS, services: {}, limits })
-      b = new ActorSystem({ identity: idB, transport: tB, authorizer: auth, behaviors: BEHAVIORS, services: {}, limits })
+      a = new ActorSystem({ identity: idA, transport: tA, authorizer: auth, behaviors: BEHAVIORS, services: {}, limits, signAllEnvelopes })
+      b = new ActorSystem({ identity: idB, transport: tB, authorizer: auth, behaviors: BEHAVIORS, services: {}, limits, signAllEnvelopes })
       await made.start?.()
     }
 
-    /** A frame signed by `signer`, sent from the raw peer R. */
-    function frameFrom (signer: Identity, patch: Partial<Envelope> = {}): { frame: Uint8Array, env: Envelope } {
+    /** A frame from `signer`, sent from the raw peer R; signed unless `unsigned`. */
+    function frameFrom (signer: Identity, patch: Partial<Envelope> = {}, unsigned = false): { frame: Uint8Array, env: Envelope } {
       const nonce = newNonce()
       const env: Envelope = {
         v: 1,
@@ -92,7 +96,7 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
         msg: { text: 'hi' },
         ...patch
       }
-      return { env, frame: encodeEnvelope(env, signer.sign) }
+      return { env, frame: encodeEnvelope(env, unsigned ? undefined : signer.sign) }
     }
 
     /** Sends a raw frame from R to B and resolves with the reply message R receives. */
@@ -170,6 +174,28 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
       tampered[tampered.length - 67] ^= 0x01 // 'i' of the payload's "hi" becomes 'h': still JSON, no longer signed
       expect(await rawSend(tampered)).toMatchObject({ error: { name: 'Unauthorized', reason: 'bad-signature' } })
       await expect(rawInvoke(frameFrom(user).frame)).resolves.toMatchObject({ text: 'hi' })
+    })
+
+    it('takes unsigned envelopes only from the connected host as itself, and sends its own unsigned', async () => {
+      await setup()
+      const own = frameFrom(idR, { be: '/public/echo', msg: {} }, true)
+      await expect(rawInvoke(own.frame)).resolves.toEqual({ ok: true })
+      // B's reply is its own envelope on a channel that authenticates B: no signature
+      expect(replyForms.get(own.env.cont!)).toBe(FORM_HOST)
+      const borrowed = frameFrom(user, { be: '/public/echo', msg: {} }, true)
+      expect(await rawSend(borrowed.frame)).toMatchObject({ error: { name: 'Unauthorized', reason: 'unsigned' } })
+      // nor may the local API relay an unsigned envelope, even one naming the node itself
+      const self = { ...b.root.handle }
+      const relayed = encodeEnvelope({ v: 1, to: self, from: self, be: '/public/echo', nonce: newNonce(), exp: Date.now() + LONG, cont: `/dms/reply/${newNonce()}`, msg: {} })
+      await expect(b.relay(relayed, 'invoke')).rejects.toMatchObject({ name: 'Unauthorized', fields: { reason: 'unsigned' } })
+    })
+
+    it('signs every envelope when told to', async () => {
+      await setup(undefined, undefined, true)
+      const own = frameFrom(idR, { be: '/public/echo', msg: {} })
+      await expect(rawInvoke(own.frame)).resolves.toEqual({ ok: true })
+      expect(replyForms.get(own.env.cont!)).toBe(FORM_SIGNED)
+      await expect(a.root.invoke(idB.did, '/test/echo', { text: 'signed' }, { timeout: LONG })).resolves.toMatchObject({ text: 'signed' })
     })
 
     it('refuses an expired envelope with Expired', async () => {

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { encodeEnvelope, newNonce } from '../../src/actor/envelope.js'
 import type { Handle } from '../../src/actor/types.js'
 import { ApiClient } from '../../src/api/client.js'
 import { buildEnvelope, parseDest, type Session } from '../../src/cli/call.js'
@@ -151,7 +152,7 @@ describe('adversarial tokens through a running daemon', () => {
     expect((await ask(alice, [await tok(root, alice, { node: d.info.did })])).ok).toHaveProperty('peers')
   })
 
-  it('envelope level at the local API: replayed, claiming another host, tampered (receivers: the actor contract suite)', async () => {
+  it('envelope level at the local API: replayed, claiming another host, tampered, unsigned (receivers: the actor contract suite)', async () => {
     const s = session(alice)
     const g = { dataDir: d.dataDir, context: 'alice', timeoutMs: 10_000 }
     const to: Handle = parseDest(d.info.did)
@@ -167,6 +168,12 @@ describe('adversarial tokens through a running daemon', () => {
     const tampered = new Uint8Array((await buildEnvelope(g, s, to, LIST, {}, { cont: true, cap: [valid] })).frame)
     tampered[tampered.length - 10] ^= 0x01 // inside the envelope's Ed25519 signature
     await expect(s.api.invoke(tampered, 10_000)).rejects.toMatchObject({ name: 'Unauthorized', fields: { reason: 'bad-signature' } })
+
+    // An unsigned (host-authenticated) envelope in the node's own name would borrow the node's
+    // authority, a root of itself: the API relays only signed envelopes.
+    const nonce = newNonce()
+    const unsigned = encodeEnvelope({ v: 1, to, from: to, be: LIST, nonce, exp: Date.now() + 10_000, cont: `/dms/reply/${nonce}`, msg: {} })
+    await expect(s.api.invoke(unsigned, 10_000)).rejects.toMatchObject({ name: 'Unauthorized', fields: { reason: 'unsigned' } })
 
     expect((await ask(alice, [valid])).ok).toHaveProperty('peers')
     expect((await d.cliJson(['actor', 'cmd', '/public/status'])).status).toBe('running')

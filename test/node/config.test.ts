@@ -20,6 +20,8 @@ describe('config: defaults ← config.json ← DMS_* env ← flags', () => {
     expect(c.mdns).toBe(false)
     expect(c.ports).toEqual({ min: 20000, max: 65535 })
     expect(c.bootstrap).toEqual(['/ip4/127.0.0.1/tcp/1/p2p/x'])
+    expect(c.signAllEnvelopes).toBe(false)
+    expect((await loadConfig(dir, {}, { DMS_SIGN_ALL_ENVELOPES: 'yes' })).signAllEnvelopes).toBe(true)
   })
 
   it('refuses an unknown key, naming it', async () => {

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { ENVELOPE_VERSION, decodeEnvelope } from '../../src/actor/envelope.js'
+import { FORM_SIGNED, decodeEnvelope } from '../../src/actor/envelope.js'
 import { BadRequest } from '../../src/lib/errors.js'
 
 /**
@@ -20,7 +20,7 @@ function decodesOrBadRequest (frame: Uint8Array): boolean {
 /** A frame with the right version and a header length that fits, around an arbitrary header. */
 function framed (header: Uint8Array, payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(5 + header.length + payload.length + 64)
-  out[0] = ENVELOPE_VERSION
+  out[0] = FORM_SIGNED
   new DataView(out.buffer).setUint32(1, header.length)
   out.set(header, 5)
   out.set(payload, 5 + header.length)
