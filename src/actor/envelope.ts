@@ -60,8 +60,11 @@ function bad (what: string): BadRequest {
   return new BadRequest(`envelope header is malformed: ${what}`)
 }
 
-/** Validates a parsed header and copies exactly its known fields. Throws `BadRequest`. */
-function checkHeader (json: unknown): Header {
+/**
+ * Validates a parsed header and copies exactly its known fields into a new envelope carrying
+ * `msg` (one object built per frame). Throws `BadRequest`.
+ */
+function checkHeader (json: unknown, msg: unknown): Envelope {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw bad('expected an object')
   const h = json as Record<string, unknown>
   if (h.v !== ENVELOPE_VERSION) throw bad(`v: expected ${ENVELOPE_VERSION}`)
@@ -71,11 +74,11 @@ function checkHeader (json: unknown): Header {
   if (h.cont !== undefined && !path(h.cont)) throw bad('cont: expected a behaviour path')
   if (h.topic !== undefined && !str(h.topic, 1, MAX_TOPIC)) throw bad('topic: expected 1 to 256 characters')
   if (h.cap !== undefined && (!Array.isArray(h.cap) || h.cap.length > MAX_TOKENS || !h.cap.every(t => str(t, 0, MAX_HEADER_BYTES)))) throw bad(`cap: expected at most ${MAX_TOKENS} token strings`)
-  const header: Header = { v: ENVELOPE_VERSION, to: handle(h.to, 'to'), from: handle(h.from, 'from'), be: h.be, nonce: h.nonce, exp: h.exp }
-  if (h.cont !== undefined) header.cont = h.cont as string
-  if (h.topic !== undefined) header.topic = h.topic as string
-  if (h.cap !== undefined) header.cap = h.cap as string[]
-  return header
+  const env: Envelope = { v: ENVELOPE_VERSION, to: handle(h.to, 'to'), from: handle(h.from, 'from'), be: h.be, nonce: h.nonce, exp: h.exp, msg }
+  if (h.cont !== undefined) env.cont = h.cont as string
+  if (h.topic !== undefined) env.topic = h.topic as string
+  if (h.cap !== undefined) env.cap = h.cap as string[]
+  return env
 }
 export type Header = Omit<Envelope, 'msg'>
 
@@ -102,20 +105,48 @@ export function newNonce (): string {
 }
 
 /**
+ * Handles' JSON, remembered by actor id: the same few handles recur on every envelope (a node's
+ * own, its callers'), including ones decoded afresh from each request. Bounded; an entry is used
+ * only if every field still matches.
+ */
+interface HandleJson { did: string, peer: string, inbox: string, json: string }
+const handleJsonCache = new Map<string, HandleJson>()
+const HANDLE_JSON_CACHE_MAX = 4096
+
+function handleJson (h: Handle): string {
+  const c = handleJsonCache.get(h.id)
+  if (c !== undefined && c.did === h.did && c.peer === h.addr.peer && c.inbox === h.addr.inbox) return c.json
+  const json = JSON.stringify({ id: h.id, did: h.did, addr: { peer: h.addr.peer, inbox: h.addr.inbox } })
+  if (handleJsonCache.size >= HANDLE_JSON_CACHE_MAX) handleJsonCache.clear()
+  handleJsonCache.set(h.id, { did: h.did, peer: h.addr.peer, inbox: h.addr.inbox, json })
+  return json
+}
+
+/** The header's JSON: every field of the envelope but `msg`. */
+function headerJson (env: Envelope): string {
+  let h = `{"v":${ENVELOPE_VERSION},"to":${handleJson(env.to)},"from":${handleJson(env.from)},"be":${JSON.stringify(env.be)},"nonce":${JSON.stringify(env.nonce)},"exp":${JSON.stringify(env.exp)}`
+  if (env.cont !== undefined) h += `,"cont":${JSON.stringify(env.cont)}`
+  if (env.topic !== undefined) h += `,"topic":${JSON.stringify(env.topic)}`
+  if (env.cap !== undefined) h += `,"cap":${JSON.stringify(env.cap)}`
+  return h + '}'
+}
+
+/**
  * Encodes, and signs with `sign` (the key of `from.id`) when given. Without `sign` the envelope is
  * host-authenticated (form 2): only for a node's own envelopes on a channel that authenticates it.
  */
 export function encodeEnvelope (env: Envelope, sign?: (data: Uint8Array) => Uint8Array): Uint8Array {
-  const { msg, ...header } = env
-  const h = enc.encode(JSON.stringify(header))
-  if (h.length > MAX_HEADER_BYTES) throw new BadRequest(`envelope header is ${h.length} bytes, the limit is ${MAX_HEADER_BYTES} (too many or too large capability tokens)`, { limit: MAX_HEADER_BYTES })
-  const p = enc.encode(msg === undefined ? 'null' : JSON.stringify(msg))
+  const header = headerJson(env)
+  const payload = JSON.stringify(env.msg) ?? 'null'
+  const hlen = Buffer.byteLength(header)
+  if (hlen > MAX_HEADER_BYTES) throw new BadRequest(`envelope header is ${hlen} bytes, the limit is ${MAX_HEADER_BYTES} (too many or too large capability tokens)`, { limit: MAX_HEADER_BYTES })
+  const plen = Buffer.byteLength(payload)
   const trailer = sign === undefined ? 0 : SIG
-  const out = new Uint8Array(PREFIX + h.length + p.length + trailer)
+  const out = new Uint8Array(PREFIX + hlen + plen + trailer)
   out[0] = sign === undefined ? FORM_HOST : FORM_SIGNED
-  new DataView(out.buffer).setUint32(1, h.length)
-  out.set(h, PREFIX)
-  out.set(p, PREFIX + h.length)
+  new DataView(out.buffer).setUint32(1, hlen)
+  enc.encodeInto(header, out.subarray(PREFIX, PREFIX + hlen))
+  enc.encodeInto(payload, out.subarray(PREFIX + hlen, PREFIX + hlen + plen))
   if (sign !== undefined) {
     const body = out.subarray(0, out.length - SIG)
     out.set(sign(body), out.length - SIG)
@@ -123,10 +154,10 @@ export function encodeEnvelope (env: Envelope, sign?: (data: Uint8Array) => Uint
   return out
 }
 
-function parseHeader (bytes: Uint8Array): Header {
+function parseHeader (bytes: Uint8Array, msg: unknown): Envelope {
   let json: unknown
   try { json = JSON.parse(dec.decode(bytes)) } catch { throw new BadRequest('envelope header is not UTF-8 JSON') }
-  return checkHeader(json)
+  return checkHeader(json, msg)
 }
 
 /** Decodes a frame without checking the signature. Throws `BadRequest` on any malformation. */
@@ -137,11 +168,15 @@ export function decodeEnvelope (frame: Uint8Array): DecodedEnvelope {
   if (frame.length < PREFIX + 2 + trailer) throw new BadRequest(`frame of ${frame.length} bytes is too short to be an envelope`)
   const hlen = new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(1)
   if (hlen > MAX_HEADER_BYTES || PREFIX + hlen + trailer > frame.length) throw new BadRequest(`envelope header length ${hlen} does not fit the frame`)
-  const header = parseHeader(frame.subarray(PREFIX, PREFIX + hlen))
+  const headerBytes = frame.subarray(PREFIX, PREFIX + hlen)
   const end = frame.length - trailer
   let msg: unknown
-  try { msg = JSON.parse(dec.decode(frame.subarray(PREFIX + hlen, end))) } catch { throw new BadRequest('envelope payload is not UTF-8 JSON') }
-  const d: DecodedEnvelope = { envelope: { ...header, msg }, signed: frame.subarray(0, end) }
+  try { msg = JSON.parse(dec.decode(frame.subarray(PREFIX + hlen, end))) } catch {
+    // a broken header says more than a broken payload
+    parseHeader(headerBytes, undefined)
+    throw new BadRequest('envelope payload is not UTF-8 JSON')
+  }
+  const d: DecodedEnvelope = { envelope: parseHeader(headerBytes, msg), signed: frame.subarray(0, end) }
   if (trailer > 0) d.signature = frame.subarray(end)
   return d
 }
@@ -155,7 +190,8 @@ export function peekHeader (head: Uint8Array): Header | undefined {
     if (head.length < PREFIX || (head[0] !== FORM_SIGNED && head[0] !== FORM_HOST)) return undefined
     const hlen = new DataView(head.buffer, head.byteOffset, head.byteLength).getUint32(1)
     if (hlen > MAX_HEADER_BYTES || PREFIX + hlen > head.length) return undefined
-    return parseHeader(head.subarray(PREFIX, PREFIX + hlen))
+    const { msg: _msg, ...header } = parseHeader(head.subarray(PREFIX, PREFIX + hlen), undefined)
+    return header
   } catch { return undefined }
 }
 

@@ -47,6 +47,16 @@ describe('envelope codec', () => {
     expect(() => decodeEnvelope(Uint8Array.of(3, ...frame.subarray(1)))).toThrow(expect.objectContaining({ name: 'BadRequest' }))
   })
 
+  it('writes each handle as it is now, whatever was encoded before under the same id', () => {
+    const from = { id: id.did, did: id.did, addr: { peer: id.peerId, inbox: 'root' } }
+    expect(decodeEnvelope(encodeEnvelope({ ...base, from })).envelope.from.addr.inbox).toBe('root')
+    from.addr.inbox = 'child'
+    expect(decodeEnvelope(encodeEnvelope({ ...base, from })).envelope.from.addr.inbox).toBe('child')
+    const other = { ...from, addr: { ...from.addr, inbox: 'cli' } }
+    const d = decodeEnvelope(encodeEnvelope({ ...base, from: other, to: from }))
+    expect([d.envelope.from.addr.inbox, d.envelope.to.addr.inbox]).toEqual(['cli', 'child'])
+  })
+
   it('nonces are unique', () => {
     const n = new Set(Array.from({ length: 10_000 }, newNonce))
     expect(n.size).toBe(10_000)
