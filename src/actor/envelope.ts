@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { BadRequest } from '../lib/errors.js'
-import { verifyWithDid, type Did } from '../identity/did.js'
-import type { Envelope, Handle } from './types.js'
+import { peerIdFromDid, verifyWithDid, type Did } from '../identity/did.js'
+import { ROOT_INBOX, type Envelope, type Handle } from './types.js'
 
 /**
  * Wire form of an envelope (the bytes inside one transport frame):
@@ -46,6 +46,7 @@ function did (v: unknown): v is Did {
   return str(v, 10, MAX_DID) && v.startsWith('did:key:z')
 }
 function handle (v: unknown, field: string): Handle {
+  if (typeof v === 'string') return rootHandle(v, field)
   if (typeof v !== 'object' || v === null) throw bad(`${field}: expected a handle`)
   const h = v as Record<string, unknown>
   const addr = h.addr as Record<string, unknown> | null | undefined
@@ -55,6 +56,27 @@ function handle (v: unknown, field: string): Handle {
   if (!str(addr.peer, 1, MAX_PEER)) throw bad(`${field}.addr.peer: expected a peer id`)
   if (!str(addr.inbox, 1, MAX_PEER)) throw bad(`${field}.addr.inbox: expected an inbox name`)
   return { id: h.id, did: h.did, addr: { peer: addr.peer, inbox: addr.inbox } }
+}
+
+/**
+ * The handle of a node's root actor, written on the wire as its DID alone (id = did, the PeerId
+ * is the DID's key, inbox `root`). The few such handles a node meets recur on every envelope:
+ * each is built once (the PeerId conversion is the costly part) and shared, frozen.
+ */
+const rootHandles = new Map<string, Readonly<Handle>>()
+const ROOT_HANDLES_MAX = 4096
+
+function rootHandle (v: string, field: string): Handle {
+  let h = rootHandles.get(v)
+  if (h === undefined) {
+    if (!did(v)) throw bad(`${field}: expected a handle or a node's did:key`)
+    let peer: string
+    try { peer = peerIdFromDid(v) } catch { throw bad(`${field}: not an Ed25519 did:key`) }
+    h = Object.freeze({ id: v, did: v, addr: Object.freeze({ peer, inbox: ROOT_INBOX }) })
+    if (rootHandles.size >= ROOT_HANDLES_MAX) rootHandles.clear()
+    rootHandles.set(v, h)
+  }
+  return h as Handle
 }
 function bad (what: string): BadRequest {
   return new BadRequest(`envelope header is malformed: ${what}`)
@@ -107,7 +129,7 @@ export function newNonce (): string {
 /**
  * Handles' JSON, remembered by actor id: the same few handles recur on every envelope (a node's
  * own, its callers'), including ones decoded afresh from each request. Bounded; an entry is used
- * only if every field still matches.
+ * only if every field still matches. A node's root handle is written as its DID alone.
  */
 interface HandleJson { did: string, peer: string, inbox: string, json: string }
 const handleJsonCache = new Map<string, HandleJson>()
@@ -116,10 +138,15 @@ const HANDLE_JSON_CACHE_MAX = 4096
 function handleJson (h: Handle): string {
   const c = handleJsonCache.get(h.id)
   if (c !== undefined && c.did === h.did && c.peer === h.addr.peer && c.inbox === h.addr.inbox) return c.json
-  const json = JSON.stringify({ id: h.id, did: h.did, addr: { peer: h.addr.peer, inbox: h.addr.inbox } })
+  const json = isRootHandle(h) ? JSON.stringify(h.id) : JSON.stringify({ id: h.id, did: h.did, addr: { peer: h.addr.peer, inbox: h.addr.inbox } })
   if (handleJsonCache.size >= HANDLE_JSON_CACHE_MAX) handleJsonCache.clear()
   handleJsonCache.set(h.id, { did: h.did, peer: h.addr.peer, inbox: h.addr.inbox, json })
   return json
+}
+
+function isRootHandle (h: Handle): boolean {
+  if (h.id !== h.did || h.addr.inbox !== ROOT_INBOX) return false
+  try { return peerIdFromDid(h.id) === h.addr.peer } catch { return false }
 }
 
 /** The header's JSON: every field of the envelope but `msg`. */
@@ -142,11 +169,12 @@ export function encodeEnvelope (env: Envelope, sign?: (data: Uint8Array) => Uint
   if (hlen > MAX_HEADER_BYTES) throw new BadRequest(`envelope header is ${hlen} bytes, the limit is ${MAX_HEADER_BYTES} (too many or too large capability tokens)`, { limit: MAX_HEADER_BYTES })
   const plen = Buffer.byteLength(payload)
   const trailer = sign === undefined ? 0 : SIG
-  const out = new Uint8Array(PREFIX + hlen + plen + trailer)
+  // Small frames come from Node's buffer pool (no ArrayBuffer of their own); every byte is written below.
+  const out = Buffer.allocUnsafe(PREFIX + hlen + plen + trailer)
   out[0] = sign === undefined ? FORM_HOST : FORM_SIGNED
-  new DataView(out.buffer).setUint32(1, hlen)
-  enc.encodeInto(header, out.subarray(PREFIX, PREFIX + hlen))
-  enc.encodeInto(payload, out.subarray(PREFIX + hlen, PREFIX + hlen + plen))
+  out.writeUInt32BE(hlen, 1)
+  out.write(header, PREFIX, hlen, 'utf8')
+  out.write(payload, PREFIX + hlen, plen, 'utf8')
   if (sign !== undefined) {
     const body = out.subarray(0, out.length - SIG)
     out.set(sign(body), out.length - SIG)

@@ -57,6 +57,29 @@ describe('envelope codec', () => {
     expect([d.envelope.from.addr.inbox, d.envelope.to.addr.inbox]).toEqual(['cli', 'child'])
   })
 
+  it('writes a node\'s root handle as its DID alone, and reads it back whole', () => {
+    const other = { id: id.did, did: id.did, addr: { peer: id.peerId, inbox: 'cli' } }
+    const frame = encodeEnvelope({ ...base, from: other })
+    const header = JSON.parse(new TextDecoder().decode(frame.subarray(5, 5 + new DataView(frame.buffer, frame.byteOffset).getUint32(1)))) as Record<string, unknown>
+    expect(header.to).toBe(id.did)
+    expect(header.from).toEqual(other)
+    const d = decodeEnvelope(frame)
+    expect(d.envelope.to).toEqual(handle)
+    expect(Object.isFrozen(d.envelope.to)).toBe(true)
+    // a handle that only looks like a root handle (its peer is not its DID's key) keeps every field
+    const elsewhere = { id: id.did, did: id.did, addr: { peer: 'QmNotThePeerOfThatDid', inbox: 'root' } }
+    expect(decodeEnvelope(encodeEnvelope({ ...base, to: elsewhere })).envelope.to).toEqual(elsewhere)
+  })
+
+  it.each([
+    ['not a DID', 'alice'],
+    ['a DID that is no Ed25519 key', 'did:key:z6LSbysY2xFMRpGMhb7tFTLMpeuPRaqaWM1yECx2AtzE3KCc'],
+    ['a DID that is not base58', 'did:key:z0OIl0OIl0OIl0OIl']
+  ])('refuses a string handle that is %s', (_name, to) => {
+    const { msg: _msg, ...h } = base
+    expect(() => decodeEnvelope(withHeader({ ...h, to }))).toThrow(expect.objectContaining({ name: 'BadRequest' }))
+  })
+
   it('nonces are unique', () => {
     const n = new Set(Array.from({ length: 10_000 }, newNonce))
     expect(n.size).toBe(10_000)
