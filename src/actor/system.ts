@@ -481,7 +481,12 @@ export class ActorSystem {
       this.refuse(new BadRequest(`the envelope's expiry is more than ${MAX_ENVELOPE_LIFETIME_MS} ms away`), env, origin)
       return
     }
-    if (!this.replay.check(env.nonce, env.exp)) {
+    // Replay: a host's own envelope on its direct stream cannot be replayed by anyone else (Noise
+    // numbers and authenticates every message of the session, and an envelope in the host's name
+    // on any other channel is refused above as unsigned), so only the other envelopes — signed
+    // ones, relayed ones, gossip (which a peer may forward again later) — need remembering.
+    const hostOwn = origin.via === 'direct' && env.from.id === hostDid
+    if (!hostOwn && !this.replay.check(env.nonce, env.exp)) {
       this.refuse(new Replayed('this envelope (nonce) was already received'), env, origin)
       return
     }

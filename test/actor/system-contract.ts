@@ -190,6 +190,18 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
       await expect(b.relay(relayed, 'invoke')).rejects.toMatchObject({ name: 'Unauthorized', fields: { reason: 'unsigned' } })
     })
 
+    it('remembers the nonces of envelopes in other keys, not of a host\'s own on its direct stream', async () => {
+      await setup()
+      // no one but R can put R's own envelope on R's stream: a repeat is R's own doing, and served
+      const own = frameFrom(idR, { be: '/public/echo', msg: {} }, true)
+      await expect(rawInvoke(own.frame)).resolves.toEqual({ ok: true })
+      await expect(rawInvoke(own.frame)).resolves.toEqual({ ok: true })
+      // an envelope signed by another key (a user's) could have been captured by anyone: refused
+      const signed = frameFrom(user, { be: '/public/echo', msg: {} })
+      await expect(rawInvoke(signed.frame)).resolves.toEqual({ ok: true })
+      expect(await rawSend(signed.frame)).toMatchObject({ error: { name: 'Replayed' } })
+    })
+
     it('signs every envelope when told to', async () => {
       await setup(undefined, undefined, true)
       const own = frameFrom(idR, { be: '/public/echo', msg: {} })
