@@ -146,7 +146,8 @@ function handleJson (h: Handle): string {
 
 function isRootHandle (h: Handle): boolean {
   if (h.id !== h.did || h.addr.inbox !== ROOT_INBOX) return false
-  try { return peerIdFromDid(h.id) === h.addr.peer } catch { return false }
+  // through the decoder's table: each DID's PeerId is computed once for both directions
+  try { return rootHandle(h.id, 'handle').addr.peer === h.addr.peer } catch { return false }
 }
 
 /** The header's JSON: every field of the envelope but `msg`. */
