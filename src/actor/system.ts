@@ -120,8 +120,9 @@ export class Actor {
   }
 
   /** Request–reply with a mandatory deadline; rejects with the remote's typed error. */
-  async invoke<T = unknown>(dest: Destination, behavior: string, payload: unknown, opts: CallOptions): Promise<T> {
-    return await this.system.invokeAs<T>(this, dest, behavior, payload, opts)
+  invoke<T = unknown>(dest: Destination, behavior: string, payload: unknown, opts: CallOptions): Promise<T> {
+    // the system's own promise, not a wrapper: one turn less between the reply and the caller
+    return this.system.invokeAs<T>(this, dest, behavior, payload, opts)
   }
 
   /** One-way message; resolves once handed to the transport. */
@@ -290,11 +291,15 @@ export class ActorSystem {
     return this.now() + DEFAULT_ENVELOPE_LIFETIME_MS
   }
 
-  private async proofsFor (actor: Actor, to: Handle, behavior: string, topic: string | undefined, opts: CallOptions): Promise<string[] | undefined> {
+  /**
+   * Tokens to attach: the caller's own, none (public behaviours, replies, no proof source), or the
+   * actor's provide anchors' — only that last answer is asynchronous, so a call that needs no
+   * lookup is encoded and sent without waiting a turn.
+   */
+  private proofsFor (actor: Actor, to: Handle, behavior: string, topic: string | undefined, opts: CallOptions): string[] | undefined | Promise<string[] | undefined> {
     if (opts.cap !== undefined) return opts.cap.length > 0 ? opts.cap : undefined
     if (actor.proofs === undefined || behavior.startsWith('/public/') || behavior.startsWith(REPLY_PREFIX)) return undefined
-    const proofs = await actor.proofs.proofsFor(behavior, to.id, topic)
-    return proofs.length > 0 ? proofs : undefined
+    return actor.proofs.proofsFor(behavior, to.id, topic).then(proofs => proofs.length > 0 ? proofs : undefined)
   }
 
   async invokeAs<T>(actor: Actor, destination: Destination, behavior: string, payload: unknown, opts: CallOptions): Promise<T> {
@@ -303,7 +308,8 @@ export class ActorSystem {
     const to = this.resolveDestination(destination)
     const nonce = newNonce()
     const cont = `${REPLY_PREFIX}${nonce}`
-    const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce, exp: deadline, cont, msg: payload, cap: await this.proofsFor(actor, to, behavior, undefined, opts) }
+    const found = this.proofsFor(actor, to, behavior, undefined, opts)
+    const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce, exp: deadline, cont, msg: payload, cap: isThenable(found) ? await found : found }
     const frame = encodeEnvelope(env, actor.signer)
     const replied = this.awaitReply(cont, to.addr.peer, deadline, behavior)
     this.route(frame, to.addr.peer, deadline).catch((err: unknown) => { this.failPending(cont, err) })
@@ -314,14 +320,16 @@ export class ActorSystem {
   async sendAs (actor: Actor, destination: Destination, behavior: string, payload: unknown, opts: CallOptions): Promise<void> {
     const deadline = this.deadlineOf(opts, false)
     const to = this.resolveDestination(destination)
-    const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce: newNonce(), exp: deadline, msg: payload, cap: await this.proofsFor(actor, to, behavior, undefined, opts) }
+    const found = this.proofsFor(actor, to, behavior, undefined, opts)
+    const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce: newNonce(), exp: deadline, msg: payload, cap: isThenable(found) ? await found : found }
     await this.route(encodeEnvelope(env, actor.signer), to.addr.peer, deadline)
   }
 
   async publishAs (actor: Actor, topic: string, behavior: string, payload: unknown, opts: CallOptions): Promise<void> {
     const deadline = this.deadlineOf(opts, false)
     const to: Handle = { id: actor.handle.id, did: actor.handle.did, addr: { peer: '*', inbox: ROOT_INBOX } }
-    const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce: newNonce(), exp: deadline, topic, msg: payload, cap: await this.proofsFor(actor, to, behavior, topic, opts) }
+    const found = this.proofsFor(actor, to, behavior, topic, opts)
+    const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce: newNonce(), exp: deadline, topic, msg: payload, cap: isThenable(found) ? await found : found }
     await this.transport.publish(topic, encodeEnvelope(env, actor.signer))
   }
 
@@ -622,7 +630,7 @@ export class ActorSystem {
   }
 }
 
-function isThenable (v: unknown): v is PromiseLike<unknown> {
+function isThenable<T> (v: T | PromiseLike<T>): v is PromiseLike<T> {
   return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function'
 }
 

@@ -145,7 +145,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       self: system.root.handle,
       config,
       addrs: () => network.addrs(),
-      invoke: async (dest, behavior, payload, o) => await system.root.invoke(dest, behavior, payload, o),
+      invoke: (dest, behavior, payload, o) => system.root.invoke(dest, behavior, payload, o),
       send: async (dest, behavior, payload, o) => { await system.root.send(dest, behavior, payload, o) },
       publish: async (topic, behavior, payload, o) => { await system.root.publish(topic, behavior, payload, o) },
       handle: (decl) => { system.root.register(decl as unknown as AnyBehavior, services) },
