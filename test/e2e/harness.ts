@@ -80,6 +80,9 @@ export async function startDaemon (opts: { dataDir?: string, args?: string[], en
     })
     void exited.then(code => { clearTimeout(timer); reject(new Error(`daemon exited with ${code} before it was ready:\n${tail(logs)}`)) })
   })
+  // The daemon logs to stderr; anything on stdout is kept beside the logs (and the pipe drained,
+  // so that a daemon printing there can never block on a full pipe).
+  createInterface({ input: proc.stdout! }).on('line', line => { logs.push({ msg: line, stream: 'stdout' }) })
   await ready
   const info = JSON.parse(await readFile(join(dataDir, 'daemon.json'), 'utf8')) as DaemonInfo
   const withDir = (a: string[]): string[] => [...a, '--data-dir', dataDir]
