@@ -7,7 +7,8 @@ import type { DaemonInfo } from '../../src/api/client.js'
 
 /**
  * Drives the real `dms` CLI and daemons in separate processes. Daemons listen on 127.0.0.1 only,
- * with mDNS off, API on a free port; readiness is the daemon's own "ready" log line, not a sleep.
+ * with mDNS off (or, with `lan`, on a network namespace's address with mDNS on), API on a free
+ * port; readiness is the daemon's own "ready" log line, not a sleep.
  */
 export const ROOT = resolve(import.meta.dirname, '../..')
 export const BIN = join(ROOT, 'bin/dms.js')
@@ -20,9 +21,14 @@ export async function tempDir (prefix = 'dms-e2e-'): Promise<string> {
   return await mkdtemp(join(tmpdir(), prefix))
 }
 
+/** `node <args>`, inside network namespace `netns` when given (test/e2e/netns.ts). */
+function nodeCommand (args: string[], netns?: string): [string, string[]] {
+  return netns === undefined ? [process.execPath, args] : ['ip', ['netns', 'exec', netns, process.execPath, ...args]]
+}
+
 /** Runs `dms <args>`; resolves with exit code and output (bounded by `timeoutMs`). */
-export async function dms (args: string[], opts: { env?: Record<string, string | undefined>, input?: string, timeoutMs?: number } = {}): Promise<CliResult> {
-  const child = spawn(process.execPath, [BIN, ...args], {
+export async function dms (args: string[], opts: { env?: Record<string, string | undefined>, input?: string, timeoutMs?: number, netns?: string } = {}): Promise<CliResult> {
+  const child = spawn(...nodeCommand([BIN, ...args], opts.netns), {
     cwd: ROOT,
     env: { ...process.env, DMS_PASSPHRASE: PASSPHRASE, DMS_LOG_FORMAT: 'json', ...opts.env },
     stdio: ['pipe', 'pipe', 'pipe']
@@ -60,10 +66,15 @@ export interface Daemon {
   exited: Promise<number>
 }
 
-export async function startDaemon (opts: { dataDir?: string, args?: string[], env?: Record<string, string | undefined> } = {}): Promise<Daemon> {
+/**
+ * `lan`: run the daemon inside a network namespace of test/e2e/netns.ts, listening on its address,
+ * with mDNS as configured (on unless `args` turn it off); its `cli` runs there too.
+ */
+export async function startDaemon (opts: { dataDir?: string, args?: string[], env?: Record<string, string | undefined>, lan?: { netns: string, ip: string } } = {}): Promise<Daemon> {
   const dataDir = opts.dataDir ?? await tempDir()
-  const args = ['run', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--api-port', '0', '--no-mdns', ...(opts.args ?? [])]
-  const proc = spawn(process.execPath, [BIN, ...args], {
+  const network = opts.lan === undefined ? ['--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns'] : ['--listen', `/ip4/${opts.lan.ip}/tcp/0`]
+  const args = ['run', '--data-dir', dataDir, ...network, '--api-port', '0', ...(opts.args ?? [])]
+  const proc = spawn(...nodeCommand([BIN, ...args], opts.lan?.netns), {
     cwd: ROOT,
     env: { ...process.env, DMS_PASSPHRASE: PASSPHRASE, DMS_LOG_FORMAT: 'json', DMS_LOG_LEVEL: 'debug', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe']
@@ -92,8 +103,8 @@ export async function startDaemon (opts: { dataDir?: string, args?: string[], en
     proc,
     logs,
     exited,
-    cli: async (a, o) => await dms(withDir(a), o),
-    cliJson: async (a, o) => await dmsJson(withDir(a), o),
+    cli: async (a, o) => await dms(withDir(a), { netns: opts.lan?.netns, ...o }),
+    cliJson: async (a, o) => await dmsJson(withDir(a), { netns: opts.lan?.netns, ...o }),
     stop: async () => { proc.kill('SIGTERM'); return await exited },
     kill9: async () => { proc.kill('SIGKILL'); await exited }
   }

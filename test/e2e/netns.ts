@@ -1,0 +1,66 @@
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { promisify } from 'node:util'
+
+/**
+ * A LAN of test hosts on one machine: one network namespace per host, each with a veth into a
+ * bridge that lives in a namespace of its own (the "switch"). Addresses 10.231.0.<i+1>/24, and a
+ * multicast route, so that mDNS (224.0.0.251) crosses the bridge. Nothing leaves these
+ * namespaces: they have no route anywhere else. Needs root and Debian's iproute2 (`ip`).
+ */
+const run = promisify(execFile)
+
+export interface LanHost { netns: string, ip: string }
+export interface Lan { hosts: LanHost[], destroy: () => Promise<void> }
+
+async function ip (...args: string[]): Promise<void> {
+  await run('ip', args, { timeout: 10_000 })
+}
+
+/** Why this machine cannot make namespaces (undefined when it can). */
+export async function lanUnavailable (): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return 'network namespaces need root'
+  try {
+    await run('ip', ['-V'], { timeout: 5_000 })
+  } catch {
+    return 'the `ip` command (Debian package iproute2) is not installed'
+  }
+  return undefined
+}
+
+export async function createLan (count: number): Promise<Lan> {
+  const tag = randomBytes(3).toString('hex')
+  const sw = `dms-${tag}-sw`
+  const hosts: LanHost[] = Array.from({ length: count }, (_, i) => ({ netns: `dms-${tag}-h${i}`, ip: `10.231.0.${i + 1}` }))
+  const made: string[] = []
+  const destroy = async (): Promise<void> => {
+    // deleting a namespace deletes the veth ends inside it, and so both ends of each pair
+    await Promise.all(made.map(async ns => { await ip('netns', 'del', ns).catch(() => {}) }))
+  }
+  try {
+    await ip('netns', 'add', sw)
+    made.push(sw)
+    await ip('-n', sw, 'link', 'add', 'br0', 'type', 'bridge', 'mcast_snooping', '0')
+    await ip('-n', sw, 'link', 'set', 'br0', 'up')
+    for (const [i, h] of hosts.entries()) {
+      await ip('netns', 'add', h.netns)
+      made.push(h.netns)
+      // interface names are at most 15 characters; they are renamed once inside the namespaces
+      const inner = `d${tag}h${i}`
+      const outer = `d${tag}s${i}`
+      await ip('link', 'add', inner, 'type', 'veth', 'peer', 'name', outer)
+      await ip('link', 'set', inner, 'netns', h.netns)
+      await ip('link', 'set', outer, 'netns', sw)
+      await ip('-n', sw, 'link', 'set', outer, 'master', 'br0', 'up')
+      await ip('-n', h.netns, 'link', 'set', 'lo', 'up')
+      await ip('-n', h.netns, 'link', 'set', inner, 'name', 'eth0')
+      await ip('-n', h.netns, 'addr', 'add', `${h.ip}/24`, 'dev', 'eth0')
+      await ip('-n', h.netns, 'link', 'set', 'eth0', 'up')
+      await ip('-n', h.netns, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0')
+    }
+  } catch (err) {
+    await destroy()
+    throw err
+  }
+  return { hosts, destroy }
+}
