@@ -112,12 +112,12 @@ export interface DecodedEnvelope {
   signature?: Uint8Array
 }
 
-const enc = new TextEncoder()
 const dec = new TextDecoder('utf-8', { fatal: true })
 
-// A nonce needs to be unique per sender, not unpredictable (the envelope is signed): 12 random
-// bytes per process, then a counter. Two processes with the same key (two CLI runs of one user)
-// differ in the random part. One randomBytes call per process instead of one per envelope.
+// A nonce needs to be unique per sender, not unpredictable (the envelope is authenticated, by its
+// signature or by its host's channel): 12 random bytes per process, then a counter. Two processes
+// with the same key (two CLI runs of one user) differ in the random part. One randomBytes call per
+// process instead of one per envelope.
 const NONCE_PREFIX = randomBytes(12).toString('base64url')
 let nonceCounter = 0
 
