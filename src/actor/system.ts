@@ -160,11 +160,14 @@ export class Actor {
 
   private start (job: Job): void {
     this.running++
-    const pending = job()
-    if (pending === undefined) {
-      this.running--
-      return
+    let pending: Promise<void> | undefined
+    try {
+      pending = job()
+    } finally {
+      // a job that finished, or threw, at once holds no slot (the throw goes on to the caller)
+      if (pending === undefined) this.running--
     }
+    if (pending === undefined) return
     void pending.finally(() => {
       this.running--
       this.startQueued()
