@@ -316,12 +316,13 @@ class Libp2pActorTransport implements ActorTransport {
    */
   private writeSoon (ch: Channel): void {
     if (ch.pumpScheduled) return
-    this.pump(ch)
+    // marked first: a send made from inside this write (an event it fires) waits for the end of the tick
     ch.pumpScheduled = true
     queueMicrotask(() => {
       ch.pumpScheduled = false
       this.pump(ch)
     })
+    this.pump(ch)
   }
 
   /** Drops the state of a peer with no stream and nothing to send (bounds memory by live peers). */
