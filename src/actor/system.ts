@@ -559,7 +559,16 @@ export class ActorSystem {
     }
     actor.authorizer.authorize(req).then(() => { this.admit(actor, entry, env, origin) }, (err: unknown) => {
       this.refuse(err instanceof DmsError ? err : new Unauthorized(String(err), { reason: 'error' }), env, origin, actor)
-    })
+    }).catch((err: unknown) => { this.dispatchFailed(env, err) })
+  }
+
+  /**
+   * A bug past the point where a refusal could be sent. The synchronous path throws to the
+   * transport, which logs it; the asynchronous paths end here rather than in an unhandled
+   * rejection, which would stop the daemon.
+   */
+  private dispatchFailed (env: Envelope, err: unknown): void {
+    this.log.error({ err, be: env.be, from: env.from.id }, 'dispatch failed')
   }
 
   /** Rate limits, then the actor's mailbox. */
@@ -604,7 +613,7 @@ export class ActorSystem {
       return Promise.resolve(value).then(
         (v) => { this.answer(actor, env, this.success(entry, env, v)) },
         (err: unknown) => { this.answer(actor, env, this.failure(env, err)) }
-      )
+      ).catch((err: unknown) => { this.dispatchFailed(env, err) })
     }
     this.answer(actor, env, this.success(entry, env, value))
     return undefined
