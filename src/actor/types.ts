@@ -40,9 +40,23 @@ export interface FrameOrigin {
   topic?: string
 }
 
+/**
+ * A gossip validator's answer, mapped by the transport onto gossipsub's `TopicValidatorResult`:
+ * `accept` delivers and forwards; `reject` drops and lowers the publisher's score (P4: a
+ * malformed, forged or badly signed message); `ignore` drops without penalty (expired, replayed,
+ * not for us).
+ */
+export type GossipVerdict = 'accept' | 'reject' | 'ignore'
+
 /** What the actor system gives the transport to deliver inbound frames to. */
 export interface FrameReceiver {
   onFrame: (frame: Uint8Array, origin: FrameOrigin) => void
+  /**
+   * Checks a gossip frame before the transport delivers *or forwards* it (gossipsub topic
+   * validator): decode, publisher = envelope host, signature rule, expiry. Only frames it accepts
+   * reach `onFrame`. Absent: every gossip frame is accepted and checked by `onFrame` alone.
+   */
+  validateGossip?: (frame: Uint8Array, origin: FrameOrigin) => GossipVerdict
   /**
    * A frame over the size limit: the transport skipped its bytes (the stream stays usable) and
    * hands over only its first bytes, so the receiver can read the header and answer the caller.

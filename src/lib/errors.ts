@@ -75,11 +75,15 @@ export class NotOnboarded extends defineError('NotOnboarded', 'NOT_ONBOARDED') {
 export class PortUnavailable extends defineError('PortUnavailable', 'PORT_UNAVAILABLE') {}
 export class InvalidState extends defineError('InvalidState', 'INVALID_STATE') {}
 
+// ---- workloads ----
+/** The executor asked for does not work on this node (docker: no engine answers). */
+export class ExecutorUnavailable extends defineError('ExecutorUnavailable', 'EXECUTOR_UNAVAILABLE') {}
+
 const KNOWN = {
   Unauthorized, UnknownBehavior, BadRequest, Expired, Replayed, Overloaded, HandlerFailed,
   FrameTooLarge, Timeout, Unreachable, NotRunning, WrongPassphrase, NoPassphrase, KeyNotFound,
   KeyExists, InvalidConfig, InvalidArgument, NotFound, Conflict, InvalidToken, Revoked,
-  InsufficientResources, NotOnboarded, PortUnavailable, InvalidState
+  InsufficientResources, NotOnboarded, PortUnavailable, InvalidState, ExecutorUnavailable
 } as const
 
 export type ErrorName = keyof typeof KNOWN
