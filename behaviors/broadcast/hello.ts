@@ -21,6 +21,8 @@ export default defineBehavior({
   // Each node announces at start, when a peer joins the topic and every 30 s: a few per second
   // at most while a swarm forms.
   limits: { perSenderPerSec: 2, burst: 20 },
+  // A node may only announce itself: a hello naming another DID is forged, not forwarded.
+  gossipCheck: (_s, { did }, from) => did === from.id ? 'accept' : 'reject',
   handler: async ({ peers }, { did, addrs }, call) => {
     if (did !== call.from.id) throw new BadRequest('the hello\'s DID is not the DID that signed it', { did, signer: call.from.id })
     await peers.heardHello({ peerId: call.from.addr.peer, did: call.from.id, addrs })

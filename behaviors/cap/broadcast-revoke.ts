@@ -16,5 +16,8 @@ export default defineBehavior({
   response: z.object({ id: z.string(), fresh: z.boolean() }),
   needs: ['caps'],
   limits: { perSenderPerSec: 20, burst: 100 },
+  // Not forwarded unless this node would keep it: a forged record lowers its publisher's score; one
+  // from an issuer this node knows nothing of, or one it already holds, goes no further from here.
+  gossipCheck: ({ caps }, { record }) => caps.checkRevocation(record),
   handler: async ({ caps }, { record }) => await caps.receiveRevocation(record)
 })

@@ -1,5 +1,5 @@
 import type { z } from 'zod'
-import type { Envelope, Handle } from './types.js'
+import type { Envelope, GossipVerdict, Handle } from './types.js'
 
 /** What a handler learns of the call besides its request. */
 export interface CallInfo {
@@ -37,6 +37,12 @@ export interface BehaviorDeclaration<S, N extends keyof S, Req extends z.ZodType
   response: Res
   needs: readonly N[]
   limits?: BehaviorLimits
+  /**
+   * Broadcast behaviours: a synchronous check of the parsed request, run by the gossip validator
+   * before the message is delivered *or forwarded*: `reject` also lowers the publisher's gossip
+   * score, `ignore` drops it quietly. Whatever it accepts still passes every check of dispatch.
+   */
+  gossipCheck?: (services: Pick<S, N>, request: z.output<Req>, from: Handle) => GossipVerdict
   handler: (services: Pick<S, N>, request: z.output<Req>, call: CallInfo) => Promise<z.input<Res>> | z.input<Res>
 }
 
@@ -50,6 +56,7 @@ export interface AnyBehavior {
   response: z.ZodType
   needs: readonly PropertyKey[]
   limits?: BehaviorLimits
+  gossipCheck?: (services: never, request: never, from: Handle) => GossipVerdict
   handler: (services: never, request: never, call: CallInfo) => unknown
 }
 

@@ -16,6 +16,13 @@ export const MAILBOX_CAPACITY = 4096
  */
 export const PER_SENDER_RATE = 20_000
 export const PER_SENDER_BURST = 20_000
+/**
+ * Envelopes remembered for replay detection at once (by sender and nonce, each until its expiry).
+ * Past this the node refuses envelopes that need remembering with Overloaded instead of growing:
+ * ~100 bytes each, so ~20 MB at the bound; it holds e.g. 6,600 signed envelopes/s of 30 s lifetime.
+ * A host's own envelopes on its direct stream (most node-to-node traffic) are never remembered.
+ */
+export const REPLAY_MAX_ENTRIES = 200_000
 /** Senders tracked by the limiter; the least recently seen are forgotten beyond this. */
 export const LIMITER_MAX_SENDERS = 10_000
 /** One-shot reply behaviours live under this prefix, one per outstanding invoke. */

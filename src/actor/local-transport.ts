@@ -37,7 +37,10 @@ class LocalTransport implements Transport {
       r.onOversize(frame.subarray(0, 64 * 1024 + 5), frame.length, { peer: from, via })
       return
     }
-    r.onFrame(frame, { peer: from, via, topic })
+    const origin = { peer: from, via, topic }
+    // gossip passes the receiver's validator first, as a gossipsub topic validator would make it
+    if (via === 'gossip' && r.validateGossip !== undefined && r.validateGossip(frame, origin) !== 'accept') return
+    r.onFrame(frame, origin)
   }
 
   async send (peer: string, frame: Uint8Array): Promise<void> {

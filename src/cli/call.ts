@@ -1,5 +1,5 @@
 import { encodeEnvelope, newNonce } from '../actor/envelope.js'
-import { REPLY_PREFIX } from '../actor/constants.js'
+import { PendingReplies } from '../actor/pending.js'
 import { unwrapReply } from '../actor/system.js'
 import type { Envelope, Handle } from '../actor/types.js'
 import { ApiClient, readDaemonInfo, type DaemonInfo } from '../api/client.js'
@@ -50,7 +50,7 @@ export async function buildEnvelope (g: CliGlobals, s: Session, to: Handle, beha
     be: behavior,
     nonce,
     exp: Date.now() + g.timeoutMs,
-    cont: extra.cont === true ? `${REPLY_PREFIX}${nonce}` : undefined,
+    cont: extra.cont === true ? PendingReplies.newCont() : undefined,
     topic: extra.topic,
     cap: proofs.length > 0 ? proofs : undefined,
     msg: payload

@@ -98,10 +98,15 @@ export function errorFromWire (wire: WireError): DmsError {
   return e
 }
 
-/** Any thrown value as a wire error; non-dms errors are wrapped so internals never leak. */
-export function toWireError (err: unknown): WireError {
+/**
+ * Any thrown value as a wire error. A dms error travels as it is; anything else is a bug whose
+ * text may carry internals (paths, addresses, another caller's data), so it becomes a generic
+ * `HandlerFailed` naming only `errorId`, under which the caller logs the detail.
+ */
+export function toWireError (err: unknown, errorId?: string): WireError {
   if (err instanceof DmsError) return err.toWire()
-  return new HandlerFailed(err instanceof Error ? err.message : String(err)).toWire()
+  const where = errorId !== undefined ? `; the node logged the details under error id ${errorId}` : ''
+  return new HandlerFailed(`internal error${where}`, errorId !== undefined ? { errorId } : {}).toWire()
 }
 
 export function isDmsError (err: unknown, name?: ErrorName): err is DmsError {

@@ -54,12 +54,20 @@ export interface AuthorizerComponents {
    * that node's actors: the restriction must name the invoked actor or this node.
    */
   selfDid?: string
+  /** Chains kept verified (default CHAIN_CACHE_MAX). */
+  cacheMax?: number
 }
 
 export interface CachingAuthorizer extends Authorizer {
   allowsNow: (req: AuthorizeRequest) => boolean
-  /** Drops every cached chain; call whenever anchors or revocations change. */
+  /** Drops every cached chain; call whenever the anchors change. */
   invalidate: () => void
+  /** A revocation of token `id` arrived: drops only the cached chains it touches. */
+  revoked: (id: string) => void
+  /** Whether `iss` issued a link of a chain this authorizer holds or its anchors hold. */
+  knowsIssuer: (iss: string) => boolean
+  /** The expiry (unix ms) of token `id` when a chain this authorizer holds or its anchors hold contains it. */
+  expiryOf: (id: string) => number | undefined
   readonly stats: { hits: number, misses: number, size: number }
 }
 
@@ -73,6 +81,9 @@ interface Entry {
   /** Otherwise: require anchors admitting one of the chain's issuers (not revoked). */
   requires: readonly VerifiedChain[]
 }
+
+/** Every chain an entry depends on: its own and the require anchors that admit it. */
+function chainsOf (e: Entry): VerifiedChain[] { return [e.chain, ...e.requires] }
 
 function revokedLink (chain: VerifiedChain, idx: TrustIndex, isRevoked: AuthorizerComponents['isRevoked']): string | undefined {
   for (let i = 0; i < chain.links.length; i++) {
@@ -105,14 +116,45 @@ function grants (chain: VerifiedChain, capability: string, topic: string | undef
  * The first candidate that passes authorizes; otherwise the most telling refusal is thrown.
  *
  * Verified chains are cached by their JWT text with what they mean under the current anchors
- * and revocations; the cache is emptied when either changes, and an entry is dropped once its
- * chain expires. A steady stream of invocations with the same proofs costs one Map lookup and
- * a few comparisons each.
+ * and revocations; the cache is emptied when the anchors change, a revocation drops only the
+ * entries whose chains contain the revoked token, and an entry is dropped once its chain expires.
+ * A steady stream of invocations with the same proofs costs one Map lookup and a few comparisons
+ * each. Only chains that can authorize something here (anchored on a root or a require anchor)
+ * are cached, least recently used first out: a flood of valid but unanchored chains (anyone can
+ * sign some) costs their sender a verification each and never evicts an entry honest callers use.
  */
 export function createAuthorizer (components: AuthorizerComponents): CachingAuthorizer {
   const { trust, isRevoked, selfDid } = components
+  const cacheMax = components.cacheMax ?? CHAIN_CACHE_MAX
   const cache = new Map<string, Entry>()
   const stats = { hits: 0, misses: 0, get size () { return cache.size } }
+  /** Issuers of the cached chains' links, with how many entries name each. */
+  const issuers = new Map<string, number>()
+
+  function countIssuers (e: Entry, by: 1 | -1): void {
+    for (const c of chainsOf(e)) {
+      for (const l of c.links) {
+        const n = (issuers.get(l.payload.iss) ?? 0) + by
+        if (n <= 0) issuers.delete(l.payload.iss); else issuers.set(l.payload.iss, n)
+      }
+    }
+  }
+  function remember (jwt: string, e: Entry): void {
+    if (cache.size >= cacheMax) forget(cache.keys().next().value as string)
+    cache.set(jwt, e)
+    countIssuers(e, 1)
+  }
+  function forget (jwt: string): void {
+    const e = cache.get(jwt)
+    if (e === undefined) return
+    cache.delete(jwt)
+    countIssuers(e, -1)
+  }
+  /** A hit moves the entry to the young end (Map order doubles as LRU order). */
+  function touch (jwt: string, e: Entry): void {
+    cache.delete(jwt)
+    cache.set(jwt, e)
+  }
 
   async function fill (leaf: Token): Promise<Entry> {
     const chain = await verifyChain(leaf)
@@ -127,8 +169,7 @@ export function createAuthorizer (components: AuthorizerComponents): CachingAuth
       }
     }
     const entry: Entry = { chain, revoked: revokedLink(chain, idx, isRevoked), rooted, requires }
-    if (cache.size >= CHAIN_CACHE_MAX) cache.delete(cache.keys().next().value as string)
-    cache.set(leaf.jwt, entry)
+    if (rooted || requires.length > 0) remember(leaf.jwt, entry)
     return entry
   }
 
@@ -136,7 +177,7 @@ export function createAuthorizer (components: AuthorizerComponents): CachingAuth
     const { chain } = e
     const now = req.now
     if (chain.expiresAt * 1000 <= now) {
-      cache.delete(jwt)
+      forget(jwt)
       throw unauthorized('expired', `the capability chain expired at ${new Date(chain.expiresAt * 1000).toISOString()}`, { exp: chain.expiresAt })
     }
     if (chain.notBefore !== undefined && chain.notBefore * 1000 > now) {
@@ -172,6 +213,7 @@ export function createAuthorizer (components: AuthorizerComponents): CachingAuth
       if (entry !== undefined) {
         stats.hits++
         if (entry.chain.links[0].payload.aud !== req.invoker) continue
+        touch(jwt, entry)
       } else {
         let leaf: Token
         try { leaf = decodeToken(jwt) } catch (err) { undecodable ??= err; continue }
@@ -199,15 +241,38 @@ export function createAuthorizer (components: AuthorizerComponents): CachingAuth
         check(jwt, entry, req)
       } catch { continue }
       stats.hits++
+      touch(jwt, entry)
       return true
     }
     return false
   }
 
+  /** Chains of the anchors (require and provide), which also name issuers and tokens. */
+  function anchorChains (): VerifiedChain[] {
+    const idx = trust()
+    const out = [...idx.provide]
+    for (const list of idx.require.values()) out.push(...list)
+    return out
+  }
+
   return {
     authorize,
     allowsNow,
-    invalidate: () => { cache.clear() },
+    invalidate: () => { cache.clear(); issuers.clear() },
+    revoked: (id) => {
+      for (const [jwt, e] of [...cache]) if (chainsOf(e).some(c => c.ids.includes(id))) forget(jwt)
+    },
+    knowsIssuer: (iss) => {
+      if (issuers.has(iss) || trust().roots.has(iss)) return true
+      return anchorChains().some(c => c.links.some(l => l.payload.iss === iss))
+    },
+    expiryOf: (id) => {
+      for (const c of [...[...cache.values()].flatMap(chainsOf), ...anchorChains()]) {
+        const i = c.ids.indexOf(id)
+        if (i >= 0) return c.links[i].payload.exp * 1000
+      }
+      return undefined
+    },
     stats
   }
 }

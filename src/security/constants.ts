@@ -45,5 +45,20 @@ export const REVOKE_PREFIX = 'REVOKE:'
 /** Envelope lifetime of a published revocation: gossip delivers in ms, retries are not needed. */
 export const REVOKE_PUBLISH_LIFETIME_MS = 30_000
 
+/**
+ * Revocation records kept at once, and per issuer. Gossip can make a node store only records of
+ * issuers it knows (of chains it holds or has seen), each until the revoked token's own expiry;
+ * these bounds cap what even a known issuer can make it hold. Past them a record is refused with
+ * Overloaded, never by evicting another: a dropped record would revive a revoked token.
+ */
+export const REVOCATIONS_MAX = 10_000
+export const REVOCATIONS_PER_ISSUER_MAX = 1_000
+/**
+ * How long a record is kept when the revoked token's expiry is unknown here (the record does not
+ * carry the token and no chain this node knows contains it). `dms cap revoke` always includes
+ * the token, so this only applies to records made by other tools.
+ */
+export const REVOCATION_UNKNOWN_EXPIRY_RETENTION_MS = 90 * 24 * 3600_000
+
 /** Level sublevel holding received revocation records. */
 export const REVOCATIONS_SUBLEVEL = 'cap-revocations'

@@ -38,15 +38,18 @@ export async function createCapabilities (init: CapabilitiesInit): Promise<Capab
   const log = init.log ?? silentLogger()
   const context = init.context ?? 'dms'
   const trust = new ContextTrust({ dataDir: init.dataDir, context, selfDid: init.selfDid, log })
-  const revocations = new RevocationStore(init.db)
+  const revocations = new RevocationStore({ db: init.db, now: init.now })
   const authorizer = createAuthorizer({
     trust: () => trust.index,
     isRevoked: (id, iss) => revocations.has(id, iss),
     selfDid: init.selfDid
   })
-  // Cached chains carry what they meant under the old anchors/revocations: drop them at once.
+  // Records from the network are kept only for issuers this node knows, until their token's expiry.
+  revocations.setPolicy({ knowsIssuer: authorizer.knowsIssuer, expiryOf: authorizer.expiryOf })
+  // Cached chains carry what they meant under the old anchors: drop them all when those change,
+  // and only the chains a revocation touches when one arrives.
   trust.onChange(authorizer.invalidate)
-  revocations.onChange(authorizer.invalidate)
+  revocations.onAdded(authorizer.revoked)
   let publisher: Publisher | undefined
   const service = createCapService({ trust, revocations, publisher: () => publisher, log })
   return {
@@ -62,7 +65,7 @@ export async function createCapabilities (init: CapabilitiesInit): Promise<Capab
     attach: (p) => { publisher = p },
     onChange: (fn) => {
       const offTrust = trust.onChange(fn)
-      const offRevocations = revocations.onChange(fn)
+      const offRevocations = revocations.onAdded(() => { fn() })
       return () => { offTrust(); offRevocations() }
     }
   }

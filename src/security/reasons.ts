@@ -25,6 +25,7 @@ export type Reason =
   | 'not-covered' // a valid chain that does not grant this capability or topic
   | 'not-issuer' // only a token's issuer may revoke it
   | 'not-held' // delegation of more than the delegator holds
+  | 'unknown-issuer' // a revocation by an issuer of no chain this node holds or has seen
 
 export function invalidToken (reason: Reason, message: string, fields: Record<string, string | number> = {}): InvalidToken {
   return new InvalidToken(message, { ...fields, reason })

@@ -105,6 +105,12 @@ export interface CapService {
   revoke: (record: RevocationRecord) => Promise<RevokeResult>
   /** A revocation heard over gossip: verified and stored (gossipsub does the spreading). */
   receiveRevocation: (record: RevocationRecord) => Promise<{ id: string, fresh: boolean }>
+  /**
+   * The gossip validator's answer for a revocation heard on `/nunet/revoke`, before it is
+   * delivered or forwarded: `reject` a forged record, `ignore` one already held, from an issuer
+   * this node knows nothing of, or over its bounds.
+   */
+  checkRevocation: (record: RevocationRecord) => 'accept' | 'reject' | 'ignore'
 }
 
 export interface CapServiceComponents {
@@ -131,7 +137,8 @@ export function createCapService (c: CapServiceComponents): CapService {
       return view()
     },
     revoke: async (record) => {
-      const fresh = await c.revocations.add(record)
+      // asked for by an authorized caller of this node: kept whoever the issuer is
+      const fresh = await c.revocations.add(record, { trusted: true })
       if (record.token !== undefined) {
         const token = record.token
         await c.trust.mutate(a => withAnchor(a, 'revoke', token))
@@ -153,6 +160,7 @@ export function createCapService (c: CapServiceComponents): CapService {
       const fresh = await c.revocations.add(record)
       if (fresh) log.info({ id: record.revoke, iss: record.iss }, 'revocation received')
       return { id: record.revoke, fresh }
-    }
+    },
+    checkRevocation: (record) => c.revocations.check(record)
   }
 }

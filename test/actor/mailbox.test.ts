@@ -1,37 +1,99 @@
 import { describe, expect, it } from 'vitest'
-import { LocalHub } from '../../src/actor/local-transport.js'
-import { ActorSystem } from '../../src/actor/system.js'
-import { newIdentity } from '../../src/identity/identity.js'
+import { Mailbox } from '../../src/actor/mailbox.js'
+import type { DmsError } from '../../src/lib/errors.js'
 
 /** The mailbox's slot accounting, for jobs that end at once, later, or by throwing. */
 describe('actor mailbox', () => {
-  async function actor (concurrency: number, capacity: number): Promise<ActorSystem['root']> {
-    const id = await newIdentity()
-    const system = new ActorSystem({ identity: id, transport: new LocalHub().transport(id.peerId), authorizer: { authorize: async () => {} }, behaviors: [], services: {}, limits: { concurrency, capacity } })
-    return system.root
+  function mailbox (concurrency: number, capacity: number): { box: Mailbox, errors: unknown[] } {
+    const errors: unknown[] = []
+    return { box: new Mailbox({ concurrency, capacity }, err => { errors.push(err) }), errors }
   }
+  const noRefuse = (): void => { throw new Error('refused') }
 
-  it('frees the slot of a job that throws at once, and the error reaches the caller', async () => {
-    const a = await actor(1, 0)
-    expect(() => a.admit(() => { throw new Error('bug') })).toThrow('bug')
-    expect(a.load).toEqual({ running: 0, queued: 0 })
-    expect(a.admit(() => undefined)).toBe(true)
+  it('frees the slot of a job that throws at once, and reports the error', () => {
+    const { box, errors } = mailbox(1, 0)
+    expect(box.admit(() => { throw new Error('bug') }, noRefuse)).toBe('ok')
+    expect(errors).toHaveLength(1)
+    expect(box.depth).toEqual({ running: 0, queued: 0 })
+    expect(box.admit(() => undefined, noRefuse)).toBe('ok')
   })
 
   it('holds a slot until a job\'s promise settles, then runs what waited', async () => {
-    const a = await actor(1, 1)
+    const { box } = mailbox(1, 1)
     let release!: () => void
     const held = new Promise<void>(resolve => { release = resolve })
     const ran: string[] = []
     let secondDone!: () => void
     const second = new Promise<void>(resolve => { secondDone = resolve })
-    expect(a.admit(async () => { await held; ran.push('first') })).toBe(true)
-    expect(a.admit(() => { ran.push('second'); secondDone(); return undefined })).toBe(true)
-    expect(a.admit(() => undefined)).toBe(false)
-    expect(a.load).toEqual({ running: 1, queued: 1 })
+    expect(box.admit(async () => { await held; ran.push('first') }, noRefuse)).toBe('ok')
+    expect(box.admit(() => { ran.push('second'); secondDone(); return undefined }, noRefuse)).toBe('ok')
+    expect(box.admit(() => undefined, noRefuse)).toBe('full')
+    expect(box.depth).toEqual({ running: 1, queued: 1 })
     release()
     await second
     expect(ran).toEqual(['first', 'second'])
-    expect(a.load).toEqual({ running: 0, queued: 0 })
+    expect(box.depth).toEqual({ running: 0, queued: 0 })
+  })
+
+  // Issue 12 item 11: a queued job that threw synchronously escaped from inside `.finally` as an
+  // unhandled rejection, and the jobs behind it never ran.
+  it('keeps draining when a queued job throws synchronously, with no unhandled rejection', async () => {
+    const { box, errors } = mailbox(1, 3)
+    const unhandled: unknown[] = []
+    const onUnhandled = (r: unknown): void => { unhandled.push(r) }
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      let release!: () => void
+      const held = new Promise<void>(resolve => { release = resolve })
+      const ran: string[] = []
+      let lastDone!: () => void
+      const last = new Promise<void>(resolve => { lastDone = resolve })
+      box.admit(async () => { await held }, noRefuse)
+      box.admit(() => { throw new Error('queued bug') }, noRefuse)
+      box.admit(async () => { await Promise.resolve(); ran.push('after') }, noRefuse)
+      box.admit(() => { ran.push('last'); lastDone(); return undefined }, noRefuse)
+      release()
+      await last
+      // one macrotask: an unhandled rejection would have been reported by now
+      await new Promise(resolve => setImmediate(resolve))
+      expect(ran).toEqual(['after', 'last'])
+      expect(errors.map(e => (e as Error).message)).toEqual(['queued bug'])
+      expect(unhandled).toEqual([])
+      expect(box.depth).toEqual({ running: 0, queued: 0 })
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+  })
+
+  it('closes: refuses what waits with NotRunning, admits nothing more, and resolves once idle', async () => {
+    const { box } = mailbox(1, 2)
+    let release!: () => void
+    const held = new Promise<void>(resolve => { release = resolve })
+    const refused: string[] = []
+    box.admit(async () => { await held }, noRefuse)
+    box.admit(() => undefined, (e: DmsError) => { refused.push(e.name) })
+    const closed = box.close('refuse')
+    expect(refused).toEqual(['NotRunning'])
+    expect(box.admit(() => undefined, noRefuse)).toBe('closed')
+    let idle = false
+    void closed.then(() => { idle = true })
+    await Promise.resolve()
+    expect(idle).toBe(false)
+    release()
+    await closed
+    expect(box.depth).toEqual({ running: 0, queued: 0 })
+  })
+
+  it('closes with drain: waiting jobs still run', async () => {
+    const { box } = mailbox(1, 2)
+    let release!: () => void
+    const held = new Promise<void>(resolve => { release = resolve })
+    const ran: number[] = []
+    box.admit(async () => { await held; ran.push(1) }, noRefuse)
+    box.admit(async () => { await Promise.resolve(); ran.push(2) }, noRefuse)
+    const closed = box.close('drain')
+    release()
+    await closed
+    expect(ran).toEqual([1, 2])
   })
 })

@@ -35,7 +35,7 @@ const pub = { path: '/public/echo', describe: 'public echo', request: z.object({
 const fails = { path: '/public/fails', describe: 'always fails', request: z.object({}), response: z.object({}), needs: [], handler: () => { throw new Error('boom') } }
 const slow = { path: '/public/slow', describe: 'waits for the gate', request: z.object({}), response: z.object({}), needs: [], handler: async () => { gate?.entered(); await gate?.wait; return {} } }
 const heard: Envelope[] = []
-const bcast = { path: '/broadcast/test', topic: '/test/topic', capability: false as const, describe: 'broadcast', request: z.object({ n: z.number() }), response: z.object({}), needs: [], handler: (_s: unknown, _r: unknown, c: { envelope: Envelope }) => { heard.push(c.envelope); return {} } }
+const bcast = { path: '/broadcast/test', topic: '/test/topic', capability: false as const, describe: 'broadcast', request: z.object({ n: z.number() }), response: z.object({}), needs: [], gossipCheck: (_s: unknown, r: { n: number }) => r.n === 13 ? 'reject' : 'accept', handler: (_s: unknown, _r: unknown, c: { envelope: Envelope }) => { heard.push(c.envelope); return {} } }
 const oneway: unknown[] = []
 /** Resolved by the sink once it holds `count` messages. */
 let sinkWaiter: { count: number, done: () => void } | undefined
@@ -58,6 +58,8 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
     let rawReplies: Map<string, { resolve: (m: unknown) => void, msg?: unknown }>
     /** The form byte (signed or host-authenticated) of each reply R received, by reply path. */
     let replyForms: Map<string, number>
+    /** Every envelope R received, in order. */
+    let received: Envelope[]
 
     async function setup (limits?: MailboxLimits, maxFrameBytes?: number[], signAllEnvelopes?: boolean): Promise<void> {
       ;[idA, idB, idR, user, stranger] = await Promise.all([newIdentity(), newIdentity(), newIdentity(), newIdentity(), newIdentity()])
@@ -67,9 +69,11 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
       close = made.close
       rawReplies = new Map()
       replyForms = new Map()
+      received = []
       tR.setReceiver({
         onFrame: (frame) => {
           const env = decodeEnvelope(frame).envelope
+          received.push(env)
           replyForms.set(env.be, frame[0])
           const slot = rawReplies.get(env.be)
           if (slot !== undefined) slot.resolve(env.msg)
@@ -232,7 +236,7 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
     it('answers Overloaded when the mailbox is full, and serves again once it drains', async () => {
       await setup({ concurrency: 1, capacity: 0 })
       const { first, release } = await holdTheSlot()
-      expect(b.root.load.running).toBe(1)
+      expect(b.root.mailbox.depth.running).toBe(1)
       await expect(a.root.invoke(idB.did, '/public/slow', {}, { timeout: LONG })).rejects.toMatchObject({ name: 'Overloaded' })
       release()
       await expect(first).resolves.toEqual({})
@@ -255,11 +259,11 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
       ]
       // frames from one sender arrive in order: the refusal of a third proves the two wait in the queue
       await expect(a.root.invoke(idB.did, '/test/echo', { text: 'q3' }, { timeout: LONG })).rejects.toMatchObject({ name: 'Overloaded' })
-      expect(b.root.load).toEqual({ running: 1, queued: 2 })
+      expect(b.root.mailbox.depth).toEqual({ running: 1, queued: 2 })
       release()
       await expect(first).resolves.toEqual({})
       await expect(Promise.all(queued)).resolves.toEqual([{ text: 'q1', from: idA.did }, { n: 6 }])
-      expect(b.root.load).toEqual({ running: 0, queued: 0 })
+      expect(b.root.mailbox.depth).toEqual({ running: 0, queued: 0 })
     })
 
     it('limits one sender without starving the others', async () => {
@@ -304,6 +308,91 @@ export function actorSystemContract (name: string, factory: TransportFactory): v
       })
       expect(heard[0].from.id).toBe(idA.did)
       expect(heard[0].topic).toBe('/test/topic')
+    })
+
+    it('answers a failing handler with HandlerFailed, an error id and none of the error\'s text', async () => {
+      await setup()
+      const err = await a.root.invoke(idB.did, '/public/fails', {}, { timeout: LONG }).catch((e: unknown) => e)
+      expect(err).toMatchObject({ name: 'HandlerFailed', fields: { errorId: expect.stringMatching(/^[0-9a-f-]{36}$/) } })
+      expect((err as Error).message).not.toContain('boom')
+    })
+
+    it('refuses a deadline beyond the longest envelope lifetime at the sender, at once', async () => {
+      await setup()
+      await expect(a.root.invoke(idB.did, '/test/echo', { text: 'x' }, { timeout: 15 * 60_000 })).rejects.toMatchObject({ name: 'BadRequest', fields: { maxLifetimeMs: 10 * 60_000 } })
+      await expect(a.root.send(idB.did, '/public/sink', { n: 1 }, { timeout: 15 * 60_000 })).rejects.toMatchObject({ name: 'BadRequest' })
+      const far = encodeEnvelope({ v: 1, to: b.root.handle, from: { id: user.did, did: user.did, addr: { peer: idA.peerId, inbox: 'cli' } }, be: '/test/echo', nonce: newNonce(), exp: Date.now() + 15 * 60_000, cont: '/dms/reply/far', msg: { text: 'x' } }, user.sign)
+      await expect(a.relay(far, 'invoke')).rejects.toMatchObject({ name: 'BadRequest' })
+    })
+
+    it('keys the replay set by sender: a third party cannot burn another sender\'s nonces', async () => {
+      await setup()
+      const victimNonce = newNonce()
+      // the stranger sends its own envelope under the nonce the user will use next
+      await expect(rawInvoke(frameFrom(stranger, { be: '/public/echo', msg: {}, nonce: victimNonce, cont: '/dms/reply/s1' }).frame)).resolves.toEqual({ ok: true })
+      await expect(rawInvoke(frameFrom(user, { be: '/public/echo', msg: {}, nonce: victimNonce, cont: '/dms/reply/u1' }).frame)).resolves.toEqual({ ok: true })
+    })
+
+    it('refuses with Overloaded once the replay set is full, and still serves what needs no remembering', async () => {
+      await setup({ replayEntries: 2 })
+      for (let i = 0; i < 2; i++) await expect(rawInvoke(frameFrom(user, { be: '/public/echo', msg: {} }).frame)).resolves.toEqual({ ok: true })
+      expect(await rawSend(frameFrom(user, { be: '/public/echo', msg: {} }).frame)).toMatchObject({ error: { name: 'Overloaded' } })
+      await expect(a.root.invoke(idB.did, '/public/echo', {}, { timeout: LONG })).resolves.toEqual({ ok: true })
+    })
+
+    it('limits a connected peer before verifying anything: fresh keys per envelope do not help', async () => {
+      await setup({ perSenderRate: 1, perSenderBurst: 3 })
+      const replies: unknown[] = []
+      for (let i = 0; i < 6; i++) {
+        const forger = await newIdentity()
+        const tampered = new Uint8Array(frameFrom(forger, { be: '/public/echo', msg: {} }).frame)
+        tampered[tampered.length - 1] ^= 0x01
+        replies.push(await rawSend(tampered))
+      }
+      const names = replies.map(r => (r as { error: { name: string } }).error.name)
+      // the first three cost a signature check each; the rest are refused before any
+      expect(names).toEqual(['Unauthorized', 'Unauthorized', 'Unauthorized', 'Overloaded', 'Overloaded', 'Overloaded'])
+    })
+
+    it('makes reply paths unguessable and refuses a second wait on a path already awaited', async () => {
+      await setup()
+      // the path an invoke asks its reply on is not derived from its (predictable) nonce
+      await a.root.invoke(idR.peerId, '/public/nothing', {}, { timeout: 200 }).catch(() => {})
+      const sent = received.find(e => e.be === '/public/nothing')!
+      expect(sent.cont).toMatch(/^\/dms\/reply\/[0-9a-f-]{36}$/)
+      expect(sent.cont).not.toContain(sent.nonce)
+      // two relayed invokes naming one reply path: the second is refused, the first keeps its reply
+      let release!: () => void
+      let entered!: () => void
+      const running = new Promise<void>(resolve => { entered = resolve })
+      gate = { release: () => release(), wait: new Promise<void>(resolve => { release = resolve }), entered }
+      const relayed = (): Uint8Array => encodeEnvelope({ v: 1, to: b.root.handle, from: { id: user.did, did: user.did, addr: { peer: idA.peerId, inbox: 'cli' } }, be: '/public/slow', nonce: newNonce(), exp: Date.now() + LONG, cont: '/dms/reply/the-same-path', msg: {} }, user.sign)
+      const first = a.relay(relayed(), 'invoke')
+      await running
+      await expect(a.relay(relayed(), 'invoke')).rejects.toMatchObject({ name: 'Conflict' })
+      release()
+      await expect(first).resolves.toMatchObject({ reply: { ok: {} } })
+    })
+
+    it('validates gossip before delivering it: forged, malformed, expired and off-topic frames never reach a handler', async () => {
+      await setup()
+      const fromR = (patch: Partial<Envelope>): Uint8Array => encodeEnvelope({ v: 1, to: { id: idR.did, did: idR.did, addr: { peer: '*', inbox: 'root' } }, from: { id: idR.did, did: idR.did, addr: { peer: idR.peerId, inbox: 'root' } }, be: '/broadcast/test', nonce: newNonce(), exp: Date.now() + LONG, topic: '/test/topic', msg: { n: 1 }, ...patch })
+      const bad = [
+        new Uint8Array([0xff, 1, 2, 3]), // malformed: reject
+        fromR({ from: { id: stranger.did, did: stranger.did, addr: { peer: stranger.peerId, inbox: 'root' } }, msg: { n: 2 } }), // forged host: reject
+        fromR({ be: '/public/echo', msg: { n: 3 } }), // not this topic's behaviour: reject
+        fromR({ exp: Date.now() - 1_000, msg: { n: 4 } }), // expired: ignore
+        fromR({ msg: { n: 13 } }) // refused by the behaviour's own gossip check: reject
+      ]
+      await until(async () => {
+        for (const f of bad) await tR.publish('/test/topic', f)
+        await tR.publish('/test/topic', fromR({ msg: { n: 1 } }))
+        return heard.length > 0
+      })
+      expect(heard.every(e => (e.msg as { n: number }).n === 1)).toBe(true)
+      expect(b.stats.gossipRejected).toBeGreaterThanOrEqual(4)
+      expect(b.stats.gossipIgnored).toBeGreaterThanOrEqual(1)
+      expect(b.stats.refused).toEqual({})
     })
 
     it('invokes the local node itself without the network', async () => {

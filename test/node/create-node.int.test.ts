@@ -79,6 +79,7 @@ describe('createNode (library API)', () => {
     const child = a.actors.system.spawn({
       inbox: 'worker-1',
       identity: key,
+      kind: 'worker',
       behaviors: [{ path: '/public/whoami', describe: 'who', request: z.object({}), response: z.object({ id: z.string(), controller: z.string() }), needs: [], handler: () => ({ id: key.did, controller: a.did }) }] as unknown as AnyBehavior[],
       services: {}
     })

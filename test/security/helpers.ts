@@ -5,7 +5,7 @@ import { base58btc } from 'multiformats/bases/base58'
 import { newIdentity, type Identity } from '../../src/identity/identity.js'
 import { createAuthorizer, type AuthorizeRequest, type CachingAuthorizer } from '../../src/security/authorizer.js'
 import { emptyAnchors, type Anchors } from '../../src/security/anchors.js'
-import { RevocationStore } from '../../src/security/revocations.js'
+import { RevocationStore, type RevocationStoreInit } from '../../src/security/revocations.js'
 import { buildIndex, type TrustIndex } from '../../src/security/trust.js'
 import { issueToken, type TokenInit } from '../../src/security/ucan.js'
 
@@ -61,11 +61,12 @@ export interface TestAuthz {
   ask: (req: Partial<AuthorizeRequest> & Pick<AuthorizeRequest, 'invoker'>) => Promise<void>
 }
 
-export async function testAuthz (node: Identity, anchors: Partial<Anchors> = {}): Promise<TestAuthz> {
+export async function testAuthz (node: Identity, anchors: Partial<Anchors> = {}, opts: { cacheMax?: number, revocations?: RevocationStoreInit } = {}): Promise<TestAuthz> {
   let idx = await buildIndex({ ...emptyAnchors(), ...anchors }, { selfDid: node.did })
-  const revocations = new RevocationStore()
-  const authorizer = createAuthorizer({ trust: () => idx, isRevoked: (id, iss) => revocations.has(id, iss), selfDid: node.did })
-  revocations.onChange(authorizer.invalidate)
+  const revocations = new RevocationStore(opts.revocations)
+  const authorizer = createAuthorizer({ trust: () => idx, isRevoked: (id, iss) => revocations.has(id, iss), selfDid: node.did, cacheMax: opts.cacheMax })
+  revocations.setPolicy({ knowsIssuer: authorizer.knowsIssuer, expiryOf: authorizer.expiryOf })
+  revocations.onAdded(authorizer.revoked)
   return {
     authorizer,
     revocations,
