@@ -2,6 +2,10 @@ import status from './public/status.js'
 import { peerBehaviors } from './node/peers/index.js'
 import { capBehaviors } from './cap/index.js'
 import { resourceBehaviors } from './node/onboarding/index.js'
+import actorsList from './node/actors/list.js'
+import portsList from './node/ports/list.js'
+import portsRelease from './node/ports/release.js'
+import portsReserve from './node/ports/reserve.js'
 
 /**
  * Every behaviour of a dms node, one declaration per file. The dispatcher, `specs/behaviors.md`
@@ -12,7 +16,20 @@ export const behaviors = [
   status,
   ...peerBehaviors,
   ...capBehaviors,
-  ...resourceBehaviors
+  ...resourceBehaviors,
+  portsReserve,
+  portsRelease,
+  portsList,
+  actorsList
 ] as const
+
+/**
+ * What the resource-manager and port-allocator actors answer: the node's own paths for changing
+ * the ledger and the port table. The node's behaviours forward every change to these actors, which
+ * own the state and handle one message at a time (src/services/machine-actors.ts).
+ */
+export const resourceManagerBehaviors = resourceBehaviors.filter(b =>
+  ['/dms/node/onboarding/onboard', '/dms/node/onboarding/offboard', '/dms/node/resources/reserve', '/dms/node/resources/commit', '/dms/node/resources/release'].includes(b.path))
+export const portAllocatorBehaviors = [portsReserve, portsRelease, portsList] as const
 
 export type BehaviorPath = (typeof behaviors)[number]['path']

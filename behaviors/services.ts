@@ -5,6 +5,7 @@ import type { ResourceManager } from '../src/services/resources/index.js'
 import type { PortAllocator } from '../src/services/ports/index.js'
 import type { HardwareService } from '../src/services/hardware/index.js'
 import type { NodeStateService } from '../src/services/node-state/index.js'
+import type { ActorInfo } from '../src/actor/system.js'
 
 /**
  * Every service a behaviour may ask for by name in `needs`. A handler receives exactly the ones it
@@ -18,5 +19,7 @@ export interface Services {
   ports: PortAllocator
   hardware: HardwareService
   nodeState: NodeStateService
+  /** The node's running actors (the node itself and its children). */
+  actors: { list: () => ActorInfo[] }
 }
 export type ServiceName = keyof Services

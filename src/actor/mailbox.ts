@@ -24,6 +24,8 @@ interface Queued {
  */
 export class Mailbox {
   private running = 0
+  /** Jobs run to their end since the mailbox opened. */
+  private handled = 0
   private readonly queue: Queued[] = []
   private closed = false
   private idleWaiters: Array<() => void> = []
@@ -43,6 +45,7 @@ export class Mailbox {
   }
 
   get depth (): { running: number, queued: number } { return { running: this.running, queued: this.queue.length } }
+  get count (): number { return this.handled }
 
   /**
    * Closes the mailbox: nothing new is admitted. `drain` lets waiting jobs run; `refuse` answers
@@ -70,6 +73,7 @@ export class Mailbox {
     }
     if (pending === undefined) {
       this.running--
+      this.handled++
       // Only a job that completes asynchronously needs to start those behind it; a synchronous
       // one returns to `startQueued`'s loop (or to `admit`, whose caller had no queue behind it).
       return
@@ -79,6 +83,7 @@ export class Mailbox {
 
   private finished (): void {
     this.running--
+    this.handled++
     this.startQueued()
   }
 

@@ -71,6 +71,8 @@ export interface ActorInfo {
   kind: string
   running: number
   queued: number
+  /** Messages it has handled since it started. */
+  handled: number
 }
 
 /**
@@ -166,7 +168,7 @@ export class ActorSystem implements ActorHost {
 
   /** Every running actor with its mailbox depth. */
   list (): ActorInfo[] {
-    return [...this.actors.values()].map(a => ({ handle: a.handle, kind: a.kind, ...a.mailbox.depth }))
+    return [...this.actors.values()].map(a => ({ handle: a.handle, kind: a.kind, ...a.mailbox.depth, handled: a.mailbox.count }))
   }
 
   subscribeTopic (topic: string): void {

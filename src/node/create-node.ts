@@ -2,19 +2,21 @@ import '../lib/polyfill.js'
 import { mkdir } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { Logger } from 'pino'
-import { behaviors as builtinBehaviors } from '../../behaviors/index.js'
+import { behaviors as builtinBehaviors, portAllocatorBehaviors, resourceManagerBehaviors } from '../../behaviors/index.js'
 import type { Services } from '../../behaviors/services.js'
 import type { z } from 'zod'
 import type { AnyBehavior, BehaviorDeclaration } from '../actor/behavior.js'
 import { ActorSystem, type Actor, type CallOptions, type Destination, type DispatchStats, type RelayReply } from '../actor/system.js'
 import type { Handle } from '../actor/types.js'
 import type { Identity } from '../identity/identity.js'
+import { ActorKeys } from '../identity/actor-keys.js'
 import { Keystore } from '../identity/keystore.js'
 import { NotRunning } from '../lib/errors.js'
 import { silentLogger } from '../lib/log.js'
 import { HELLO_TOPIC, createNetwork, type Network } from '../network/index.js'
 import { createCapabilities, type Capabilities } from '../security/index.js'
 import { createMachineServices, type MachineServices } from '../services/index.js'
+import { ledgerThroughActor, portsThroughActor } from '../services/machine-actors.js'
 import { openDb, type Db } from '../store/db.js'
 import { resolveConfig, type Config, type ConfigInput } from './config.js'
 import type { NodeInfo } from './info.js'
@@ -100,16 +102,24 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
 
     const startedAt = now()
     const info: NodeInfo = { did: identity.did, peerId: identity.peerId, version: VERSION, startedAt, addrs: () => network.addrs() }
+    // The ledger and the port table are owned by child actors (spawned below, once the system
+    // exists): the node's behaviours read them directly and send every change to their owner.
+    let owners: { resources: Actor, ports: Actor } | undefined
+    const ownerOf = (which: 'resources' | 'ports') => () => {
+      if (owners === undefined) throw new NotRunning('the node is starting')
+      return { from: system.root, to: owners[which] }
+    }
     const services: Services = {
       node: info,
       peers: network.peers,
       caps: caps.service,
-      resources: machine.resources,
-      ports: machine.ports,
+      resources: ledgerThroughActor(machine.resources, { route: ownerOf('resources'), timeoutMs: OWNER_CALL_TIMEOUT_MS }),
+      ports: portsThroughActor(machine.ports, { route: ownerOf('ports'), timeoutMs: OWNER_CALL_TIMEOUT_MS }),
       hardware: machine.hardware,
-      nodeState: machine.nodeState
+      nodeState: machine.nodeState,
+      actors: { list: () => system.list() }
     }
-    const system = new ActorSystem({
+    const system: ActorSystem = new ActorSystem({
       identity,
       transport: network.transport,
       authorizer: caps.authorizer,
@@ -127,6 +137,12 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       }
     })
     closers.push(async () => { system.stop() })
+    const actorKeys = new ActorKeys(db, identity)
+    const machineServices = { resources: machine.resources, ports: machine.ports }
+    owners = {
+      resources: system.spawn({ inbox: 'resources', kind: 'resource-manager', identity: await actorKeys.loadOrCreate('resources'), behaviors: resourceManagerBehaviors as readonly AnyBehavior[], services: machineServices, mailbox: { concurrency: 1 } }),
+      ports: system.spawn({ inbox: 'ports', kind: 'port-allocator', identity: await actorKeys.loadOrCreate('ports'), behaviors: portAllocatorBehaviors as readonly AnyBehavior[], services: machineServices, mailbox: { concurrency: 1 } })
+    }
     const unwatch = network.transport.onPeerDisconnect(peer => { system.peerGone(peer) })
     closers.push(async () => { unwatch() })
 
@@ -166,6 +182,12 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
     throw err
   }
 }
+
+/**
+ * Deadline of the node's calls to the actors that own its ledger and port table: a change waits
+ * behind the ones before it (one at a time), and onboarding probes the hardware.
+ */
+const OWNER_CALL_TIMEOUT_MS = 60_000
 
 /** A hello or its handshake is worth nothing after this long. */
 const HELLO_LIFETIME_MS = 10_000

@@ -1,0 +1,50 @@
+import type { Actor } from '../actor/actor.js'
+import type { ResourceManager } from './resources/index.js'
+import type { PortAllocator } from './ports/index.js'
+
+/**
+ * The ledger and the port table are each owned by an actor of their own (the resource manager and
+ * the port allocator, children of the node's root actor with a mailbox of one): every change is a
+ * message to that actor, handled one at a time, whoever asks for it. These are the views the
+ * node's behaviours get: reads come from the service's in-memory mirror, at once; every change is
+ * an invocation of the owning actor, which answers the very behaviour path the node exposes for it.
+ */
+export interface Owner {
+  /** Who asks (the node's root actor) and who owns the state (the child actor). */
+  route: () => { from: Actor, to: Actor }
+  timeoutMs: number
+}
+
+async function ask<T> (o: Owner, path: string, payload: unknown): Promise<T> {
+  const { from, to } = o.route()
+  return await from.invoke<T>(to.handle, path, payload, { timeout: o.timeoutMs })
+}
+
+export function ledgerThroughActor (ledger: ResourceManager, owner: Owner): ResourceManager {
+  return {
+    start: async () => { await ledger.start() },
+    stop: async () => { await ledger.stop() },
+    status: () => ledger.status(),
+    check: (request) => ledger.check(request),
+    snapshot: () => ledger.snapshot(),
+    sweep: async () => await ledger.sweep(),
+    onChange: (listener) => ledger.onChange(listener),
+    onboard: async (request, opts) => await ask(owner, '/dms/node/onboarding/onboard', { ...request, force: opts?.force }),
+    offboard: async (opts) => await ask(owner, '/dms/node/onboarding/offboard', { force: opts?.force }),
+    reserve: async (id, request, ttlMs) => await ask(owner, '/dms/node/resources/reserve', { id, resources: request, ttlMs }),
+    commit: async (id) => await ask(owner, '/dms/node/resources/commit', { id }),
+    release: async (id) => await ask(owner, '/dms/node/resources/release', { id })
+  }
+}
+
+export function portsThroughActor (ports: PortAllocator, owner: Owner): PortAllocator {
+  return {
+    start: async () => { await ports.start() },
+    stop: async () => { await ports.stop() },
+    range: ports.range,
+    of: (allocationId) => ports.of(allocationId),
+    list: () => ports.list(),
+    reserve: async (allocationId, request) => (await ask<{ ports: number[] }>(owner, '/dms/node/ports/reserve', { allocationId, ...request })).ports,
+    release: async (allocationId) => (await ask<{ ports: number[] }>(owner, '/dms/node/ports/release', { allocationId })).ports
+  }
+}
