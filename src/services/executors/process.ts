@@ -490,6 +490,9 @@ class ProcessExecutor implements Executor {
     for (const fail of [...this.pending]) fail(err)
     this.adopted.clear()
     this.stopTimerIfIdle()
+    // The node's cgroup parents, when no workload group is left in them (else they stay).
+    const { cgroups } = await this.cgroups()
+    if (cgroups !== undefined) await removeParentsIfEmpty(cgroups)
   }
 
   // ---- registry ----
