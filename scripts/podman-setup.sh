@@ -31,10 +31,13 @@ die () { log "error: $*"; exit 1; }
 # portmap plugins that publish ports) itself. runc because crun refuses this machine's cgroup v1
 # layout. busybox-static for the image. Not needed as root: uidmap, slirp4netns/passt (rootless
 # networking), fuse-overlayfs (the kernel's overlayfs works on ext4 as root), netavark (CNI is
-# podman 4.3's default backend when netavark is absent). curl talks to the socket below.
+# podman 4.3's default backend when netavark is absent). catatonit is the init the docker
+# executor runs as PID 1 (`HostConfig.Init`), a podman recommend that --no-install-recommends
+# leaves out. curl talks to the socket below.
 missing=()
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v catatonit >/dev/null 2>&1 || missing+=(catatonit)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -71,6 +74,7 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 events_logfile_path = "$DIR/events.log"
 pull_policy = "never"
+init_path = "/usr/bin/catatonit"
 tmp_dir = "$DIR/run/libpod"
 static_dir = "$DIR/storage/libpod"
 volume_path = "$DIR/storage/volumes"
