@@ -200,34 +200,39 @@ class ProcessExecutor implements Executor {
     let out: FileHandle | undefined
     let err: FileHandle | undefined
     let child: ChildProcess
+    let stat: ProcStat | undefined
+    let exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+    let spawnError: Promise<Error>
     try {
       // Written before the spawn: a crash right after it leaves a record list() finds.
       await writeJson(regPath, reg)
       out = await open(spec.stdoutPath, 'a')
       err = await open(spec.stderrPath, 'a')
-      child = spawn(this.shell, wrapperArgs({ exitPath, asKiB, procs: procsFiles(cgDirs), argv: spec.command }), {
+      child = spawn(this.shell, wrapperArgs({ exitPath, asKiB, keepPwd: spec.env.PWD !== undefined, procs: procsFiles(cgDirs), argv: spec.command }), {
         cwd, env: spec.env, detached: true, stdio: ['ignore', out.fd, err.fd]
       })
+      // Before the event loop turns (no await in between): the child may end at once, and then
+      // it is reaped and its 'exit' emitted in the next turn; its zombie still has a stat now.
+      stat = child.pid === undefined ? undefined : readStatSync(child.pid)
+      exited = new Promise(resolve => { child.once('exit', (code, signal) => resolve({ code, signal })) })
+      // A failed spawn reports on 'error' in a later turn: listened to now, never unhandled.
+      spawnError = new Promise(resolve => { child.on('error', resolve) })
     } catch (e) {
-      await this.removeIncarnation(reg)
-      throw e
-    } finally {
       await out?.close()
       await err?.close()
+      await this.removeIncarnation(reg)
+      throw e
     }
+    await out.close()
+    await err.close()
     const pid = child.pid
     if (pid === undefined) {
-      const cause = await new Promise<Error>(resolve => child.once('error', resolve))
+      const cause = await spawnError
       await this.removeIncarnation(reg)
       throw new ExecutorUnavailable(`cannot spawn ${this.shell}: ${cause.message}`, { executor: 'process' })
     }
-    // Before the event loop turns: the child cannot have been reaped, even if it already ended.
-    const stat = readStatSync(pid)
     const startTime = stat?.startTime ?? ''
-    const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => {
-      child.once('exit', (code, signal) => resolve({ code, signal }))
-    })
-    child.on('error', (e) => { this.log.warn({ err: e, pid }, 'workload wrapper error') })
+    spawnError.then((e) => { this.log.warn({ err: e, pid }, 'workload wrapper error') }, () => {})
     // The workload is no reason for the daemon to stay up (it outlives the daemon by design);
     // a wait on it is, while it lasts.
     child.unref()

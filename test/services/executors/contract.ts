@@ -158,6 +158,16 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
       expect(info.reason).toBeTypeOf('string')
     })
 
+    it('waits for workloads that end at once, every time', async () => {
+      await fresh()
+      // Started back to back: a workload may be gone before start() returns, and its end must still be seen.
+      // Several at once keep the event loop busy between the spawn and start()'s return.
+      const codes = Array.from({ length: 16 }, (_, i) => i)
+      const refs = await Promise.all(codes.map(async i => (await run(`exit ${i}`)).ref))
+      const infos = await Promise.all(refs.map(async r => await waitFor(r)))
+      expect(infos.map(i => i.exitCode)).toEqual(codes)
+    })
+
     it('reports a non-zero exit code', async () => {
       await fresh()
       const { ref } = await run('exit 3')

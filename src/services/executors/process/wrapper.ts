@@ -14,15 +14,20 @@
  * reset to its default in the workload, which therefore sees SIGTERM normally. SIGKILL after the
  * grace ends the wrapper too: then no status is recorded, and the stopper knows why.
  *
+ * The shell exports `PWD` as it starts; unless the spec's environment had one, it is unset again
+ * before the workload runs, whose environment is then exactly the spec's.
+ *
  * Arguments: `$0` = WRAPPER_NAME (so `list()` can find wrappers by their command line),
- * `$1` = exit file, `$2` = KiB for `ulimit -v` or `-`, then cgroup.procs files, `--`, argv.
+ * `$1` = exit file, `$2` = KiB for `ulimit -v` or `-`, `$3` = `P` to keep PWD or `-`, then
+ * cgroup.procs files, `--`, argv.
  * 126 is what a shell answers when it cannot run a command: a group that cannot be joined means
  * the workload never ran.
  */
 export const WRAPPER_SCRIPT = [
-  'x=$1; v=$2; shift 2',
+  'x=$1; v=$2; p=$3; shift 3',
   'while [ "$#" -gt 0 ] && [ "$1" != -- ]; do echo $$ > "$1" || { echo 126 > "$x"; exit 126; }; shift; done; shift',
   '[ "$v" = - ] || ulimit -v "$v" || { echo 126 > "$x"; exit 126; }',
+  '[ "$p" = P ] || unset PWD',
   'trap : TERM',
   '"$@"',
   's=$?',
@@ -44,8 +49,8 @@ export const EXEC_SCRIPT = [
 
 export const EXEC_NAME = 'dms-exec'
 
-export function wrapperArgs (o: { exitPath: string, asKiB?: number, procs: string[], argv: string[] }): string[] {
-  return ['-c', WRAPPER_SCRIPT, WRAPPER_NAME, o.exitPath, o.asKiB === undefined ? '-' : String(o.asKiB), ...o.procs, '--', ...o.argv]
+export function wrapperArgs (o: { exitPath: string, asKiB?: number, keepPwd: boolean, procs: string[], argv: string[] }): string[] {
+  return ['-c', WRAPPER_SCRIPT, WRAPPER_NAME, o.exitPath, o.asKiB === undefined ? '-' : String(o.asKiB), o.keepPwd ? 'P' : '-', ...o.procs, '--', ...o.argv]
 }
 
 export function execArgs (o: { procs: string[], argv: string[] }): string[] {
