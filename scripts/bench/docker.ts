@@ -6,8 +6,9 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import Docker from 'dockerode'
 import { silentLogger } from '../../src/lib/log.js'
-import { createDockerExecutor } from '../../src/services/executors/docker.js'
+import { createDockerExecutor, parseDockerHost } from '../../src/services/executors/docker.js'
 import type { WorkloadRef } from '../../src/services/executors/types.js'
 
 /**
@@ -15,8 +16,10 @@ import type { WorkloadRef } from '../../src/services/executors/types.js'
  *
  * The docker executor's start-to-running of a busybox container (create, look up the command,
  * start, inspect: `start()` resolves once it runs) against `podman run -d` of the same container
- * (same image, command, limits, init) on the same engine's storage and configuration, interleaved
- * in one run: p50 and p90 of each, and the ratio of the p50s. The engine is the one
+ * (same image, command, limits, init) on the same engine's storage and configuration, and against
+ * the bare API calls (dockerode create + start, nothing else: what the executor adds is its image
+ * and command checks, the labels and the inspect), interleaved in one run: p50 and p90 of each,
+ * and the ratios of the p50s. The engine is the one
  * scripts/podman-setup.sh sets up (DOCKER_HOST, CONTAINERS_CONF, CONTAINERS_STORAGE_CONF from its
  * output, or its default directory).
  */
@@ -61,15 +64,17 @@ if (!probe.available) {
 const dir = await mkdtemp(join(tmpdir(), 'dms-bench-docker-'))
 const refs: WorkloadRef[] = []
 const podmanIds: string[] = []
-const times = { executor: [] as number[], podman: [] as number[] }
+const bareIds: string[] = []
+const engine = new Docker(parseDockerHost(DOCKER_HOST))
+const times = { executor: [] as number[], podman: [] as number[], bare: [] as number[] }
+const ORDERS = [['executor', 'podman', 'bare'], ['podman', 'bare', 'executor'], ['bare', 'executor', 'podman']] as const
 try {
-  log(`engine: ${probe.detail}; image ${IMAGE}; ${WARMUP} warm-up + ${ROUNDS} timed rounds, executor and \`podman run -d\` interleaved`)
+  log(`engine: ${probe.detail}; image ${IMAGE}; ${WARMUP} warm-up + ${ROUNDS} timed rounds, executor, \`podman run -d\` and bare API calls interleaved`)
   for (let i = 0; i < WARMUP + ROUNDS; i++) {
     const allocationId = `bench-${i}`
     const allocDir = await mkdtemp(join(dir, `${allocationId}-`))
-    // alternate which goes first, so neither always meets a busier engine
-    const order = i % 2 === 0 ? ['executor', 'podman'] as const : ['podman', 'executor'] as const
-    for (const which of order) {
+    // rotate which goes first, so none always meets a busier engine
+    for (const which of ORDERS[i % ORDERS.length]) {
       const t0 = performance.now()
       if (which === 'executor') {
         refs.push(await ex.start({
@@ -77,6 +82,13 @@ try {
           limits: { cpuCores: CPUS, ramBytes: MEMORY }, ports: [], dir: allocDir,
           stdoutPath: join(allocDir, 'stdout.log'), stderrPath: join(allocDir, 'stderr.log')
         }))
+      } else if (which === 'bare') {
+        const c = await engine.createContainer({
+          Image: IMAGE, Cmd: COMMAND, Env: ['PATH=/bin'], Labels: { 'dms.bench': nodeId },
+          HostConfig: { Init: true, NanoCpus: CPUS * 1e9, Memory: MEMORY, MemorySwap: MEMORY }
+        })
+        bareIds.push(c.id)
+        await c.start()
       } else {
         podmanIds.push(await podman('run', '-d', '--init', '--cpus', String(CPUS), '--memory', String(MEMORY), '--memory-swap', String(MEMORY),
           '--label', `dms.bench=${nodeId}`, '-e', 'PATH=/bin', IMAGE, ...COMMAND))
@@ -89,20 +101,26 @@ try {
     if (ref !== undefined) { await ex.stop(ref, 0); await ex.remove(ref) }
     const id = podmanIds.pop()
     if (id !== undefined) await podman('rm', '-f', '-t', '0', id)
+    const bare = bareIds.pop()
+    if (bare !== undefined) await engine.getContainer(bare).remove({ force: true })
   }
   const result = {
     rounds: ROUNDS,
     executor: { p50Ms: pct(times.executor, 50), p90Ms: pct(times.executor, 90) },
     podmanRun: { p50Ms: pct(times.podman, 50), p90Ms: pct(times.podman, 90) },
-    ratioP50: Math.round((pct(times.executor, 50) / pct(times.podman, 50)) * 100) / 100
+    bareApi: { p50Ms: pct(times.bare, 50), p90Ms: pct(times.bare, 90) },
+    ratioP50: Math.round((pct(times.executor, 50) / pct(times.podman, 50)) * 100) / 100,
+    ratioP50Bare: Math.round((pct(times.executor, 50) / pct(times.bare, 50)) * 100) / 100
   }
   log(`executor start → running     p50 ${result.executor.p50Ms} ms   p90 ${result.executor.p90Ms} ms`)
   log(`podman run -d (same image)   p50 ${result.podmanRun.p50Ms} ms   p90 ${result.podmanRun.p90Ms} ms`)
-  log(`executor p50 ${result.ratioP50}× podman run -d`)
+  log(`bare API create + start      p50 ${result.bareApi.p50Ms} ms   p90 ${result.bareApi.p90Ms} ms`)
+  log(`executor p50 ${result.ratioP50}× podman run -d, ${result.ratioP50Bare}× the bare API calls`)
   if (json) process.stdout.write(JSON.stringify(result) + '\n')
 } finally {
   for (const ref of refs) { await ex.stop(ref, 0).catch(() => {}); await ex.remove(ref).catch(() => {}) }
   for (const id of podmanIds) await podman('rm', '-f', '-t', '0', id).catch(() => {})
+  for (const id of bareIds) await engine.getContainer(id).remove({ force: true }).catch(() => {})
   await ex.close()
   await rm(dir, { recursive: true, force: true })
 }
