@@ -58,7 +58,10 @@ export interface WorkloadRef {
    * so a recycled pid is never taken for the workload. docker: the container's start time.
    */
   startTime: string
-  /** Which limits are enforced, e.g. `cgroup-v2`, `cgroup-v1`, `prlimit`, `docker`, `none`. */
+  /**
+   * Which limits are enforced: `cgroup-v2`, `cgroup-v1`, `rlimit` (memory as RLIMIT_AS only, no
+   * CPU quota), `docker`, `none`.
+   */
   limits: string
 }
 
@@ -86,8 +89,13 @@ export interface Executor {
    * `PortUnavailable`, `ExecutorUnavailable` when the executor does not work here.
    */
   start: (spec: WorkloadSpec) => Promise<WorkloadRef>
-  /** Resolves when the workload ends, for one this process started and for a re-adopted one. */
-  wait: (ref: WorkloadRef) => Promise<ExitInfo>
+  /**
+   * Resolves when the workload ends, for one this process started and for a re-adopted one.
+   * Once it resolved, everything the workload wrote is in `stdoutPath`/`stderrPath`. `signal`
+   * abandons the wait (rejects with the signal's reason) and frees what it held (a poll timer, an
+   * HTTP request to the engine) without touching the workload.
+   */
+  wait: (ref: WorkloadRef, opts?: { signal?: AbortSignal }) => Promise<ExitInfo>
   /**
    * Ends the workload: SIGTERM to the whole process group (docker: stop), SIGKILL after `graceMs`.
    * Resolves once nothing of it runs. Idempotent: stopping an ended workload resolves.
@@ -102,4 +110,10 @@ export interface Executor {
   list: () => Promise<WorkloadRef[]>
   /** Frees what is left of an ended workload (container, cgroup, registry entry). Idempotent. */
   remove: (ref: WorkloadRef) => Promise<void>
+  /**
+   * Lets go of what this instance holds (pending waits, log followers, watchers, sockets) and
+   * leaves every workload running, as a daemon that shuts down does: the next instance re-adopts
+   * them. Pending `wait`s reject. Idempotent.
+   */
+  close: () => Promise<void>
 }
