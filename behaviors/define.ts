@@ -1,6 +1,7 @@
 import type { z } from 'zod'
 import type { BehaviorDeclaration } from '../src/actor/behavior.js'
-import type { Services } from './services.js'
+import type { CallInfo } from '../src/actor/behavior.js'
+import type { AllocationServices, Services } from './services.js'
 
 /**
  * Declares one behaviour (one file per path). The identity function exists for its types: the
@@ -10,4 +11,20 @@ export function defineBehavior<const N extends keyof Services, Req extends z.Zod
   decl: BehaviorDeclaration<Services, N, Req, Res>
 ): BehaviorDeclaration<Services, N, Req, Res> {
   return decl
+}
+
+/** Declares a behaviour of allocation actors (`/dms/allocation/*`): their services are their own allocation. */
+export function defineAllocationBehavior<const N extends keyof AllocationServices, Req extends z.ZodType, Res extends z.ZodType> (
+  decl: BehaviorDeclaration<AllocationServices, N, Req, Res>
+): BehaviorDeclaration<AllocationServices, N, Req, Res> {
+  return decl
+}
+
+/**
+ * For a long poll: a signal that aborts early enough (a tenth of the time left, at most 1 s before
+ * the deadline) for the answer to still reach the caller, who gives up at the deadline itself.
+ */
+export function pollSignal (call: CallInfo): AbortSignal {
+  const left = call.envelope.exp - Date.now()
+  return AbortSignal.timeout(Math.max(0, left - Math.min(1_000, left / 10)))
 }

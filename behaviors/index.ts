@@ -3,6 +3,8 @@ import { peerBehaviors } from './node/peers/index.js'
 import { capBehaviors } from './cap/index.js'
 import { resourceBehaviors } from './node/onboarding/index.js'
 import actorsList from './node/actors/list.js'
+import { providerBehaviors } from './deployment/index.js'
+export { allocationBehaviors } from './allocation/index.js'
 import portsList from './node/ports/list.js'
 import portsRelease from './node/ports/release.js'
 import portsReserve from './node/ports/reserve.js'
@@ -20,7 +22,8 @@ export const behaviors = [
   portsReserve,
   portsRelease,
   portsList,
-  actorsList
+  actorsList,
+  ...providerBehaviors
 ] as const
 
 /**

@@ -6,6 +6,8 @@ import type { PortAllocator } from '../src/services/ports/index.js'
 import type { HardwareService } from '../src/services/hardware/index.js'
 import type { NodeStateService } from '../src/services/node-state/index.js'
 import type { ActorInfo } from '../src/actor/system.js'
+import type { AllocationControl, ProviderService } from '../src/services/provider/index.js'
+import type { ExecutorStatus } from '../src/services/executors/index.js'
 
 /**
  * Every service a behaviour may ask for by name in `needs`. A handler receives exactly the ones it
@@ -21,5 +23,14 @@ export interface Services {
   nodeState: NodeStateService
   /** The node's running actors (the node itself and its children). */
   actors: { list: () => ActorInfo[] }
+  /** The executors this node knows, and whether each works here (and why not). */
+  executors: { status: () => ExecutorStatus[] }
+  /** Deployments on this node (commit, allocate, revert) and its allocations. */
+  provider: ProviderService
+}
+
+/** What an allocation actor's behaviours receive: their own allocation, nothing else. */
+export interface AllocationServices {
+  allocation: AllocationControl
 }
 export type ServiceName = keyof Services

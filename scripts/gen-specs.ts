@@ -1,7 +1,7 @@
 import '../src/lib/polyfill.js'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { behaviors } from '../behaviors/index.js'
+import { allocationBehaviors, behaviors } from '../behaviors/index.js'
 import type { AnyBehavior } from '../src/actor/behavior.js'
 import { behaviorsMarkdown } from '../src/cli/behavior-docs.js'
 import { buildProgram } from '../src/cli/main.js'
@@ -27,7 +27,11 @@ function cliMarkdown (): string {
 }
 
 const files: Record<string, string> = {
-  'specs/behaviors.md': behaviorsMarkdown(behaviors as readonly AnyBehavior[]),
+  'specs/behaviors.md': behaviorsMarkdown(behaviors as readonly AnyBehavior[], [{
+    title: 'Behaviours of allocation actors',
+    intro: 'Every allocation runs as an actor of its own (inbox `alloc/<id>`, a key of its own; see allocations.md). These are invoked on its handle, which `/dms/deployment/allocate` and `/dms/node/allocations/list` give. Its controller (the DID that committed it) may invoke them without a capability; anyone else needs one, as for the node.',
+    list: allocationBehaviors as unknown as readonly AnyBehavior[]
+  }]),
   'specs/cli.md': cliMarkdown()
 }
 

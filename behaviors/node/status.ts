@@ -9,7 +9,7 @@ import { defineBehavior } from '../define.js'
  */
 export default defineBehavior({
   path: '/dms/node/status',
-  describe: 'Node state, labels, onboarding, resources (onboarded, reserved, allocated, free) and a hardware summary.',
+  describe: 'Node state, labels, onboarding, resources (onboarded, reserved, allocated, free), a hardware summary, the executors offered here (or why not) and allocation counts.',
   request: z.object({}),
   response: z.object({
     state: NodeStateSchema,
@@ -33,14 +33,20 @@ export default defineBehavior({
       ramBytes: z.number().int(),
       diskBytes: z.number().int(),
       gpus: z.array(z.object({ index: z.number().int(), vendor: z.string(), model: z.string(), vramBytes: z.number().int() }))
-    })
+    }),
+    /** Every executor dms knows: whether it works here (what it enforces, or why it does not). */
+    executors: z.array(z.object({ name: z.string(), available: z.boolean(), detail: z.string().optional(), reason: z.string().optional() })),
+    allocations: z.object({ total: z.number().int(), running: z.number().int() })
   }),
-  needs: ['nodeState', 'resources', 'hardware'],
-  handler: async ({ nodeState, resources, hardware }) => {
+  needs: ['nodeState', 'resources', 'hardware', 'executors', 'provider'],
+  handler: async ({ nodeState, resources, hardware, executors, provider }) => {
     const node = nodeState.get()
     const ledger = resources.snapshot()
     const spec = await hardware.spec()
+    const allocations = provider.list()
     return {
+      executors: executors.status(),
+      allocations: { total: allocations.length, running: allocations.filter(a => a.status === 'running').length },
       state: node.state,
       stateSince: node.since,
       labels: node.labels,

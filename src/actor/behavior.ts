@@ -38,6 +38,12 @@ export interface BehaviorDeclaration<S, N extends keyof S, Req extends z.ZodType
   needs: readonly N[]
   limits?: BehaviorLimits
   /**
+   * The handler only reads (and may wait, as a long poll does): it runs beside the actor's
+   * one-at-a-time mailbox instead of in it, so that it never holds up a change (an allocation's
+   * `stop` must not wait behind a `logs --follow`). Bounded per actor (MailboxLimits.readers).
+   */
+  readOnly?: boolean
+  /**
    * Broadcast behaviours: a synchronous check of the parsed request, run by the gossip validator
    * before the message is delivered *or forwarded*: `reject` also lowers the publisher's gossip
    * score, `ignore` drops it quietly. Whatever it accepts still passes every check of dispatch.
@@ -56,6 +62,7 @@ export interface AnyBehavior {
   response: z.ZodType
   needs: readonly PropertyKey[]
   limits?: BehaviorLimits
+  readOnly?: boolean
   gossipCheck?: (services: never, request: never, from: Handle) => GossipVerdict
   handler: (services: never, request: never, call: CallInfo) => unknown
 }

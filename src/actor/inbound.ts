@@ -256,7 +256,8 @@ export class Inbound {
       return
     }
     const refuse = (err: DmsError): void => { this.refuse(err, env, origin, actor) }
-    const admitted = actor.mailbox.admit(() => this.runHandler(actor, entry, env, origin), refuse)
+    const job = (): Promise<void> | undefined => this.runHandler(actor, entry, env, origin)
+    const admitted = entry.decl.readOnly === true ? actor.mailbox.admitReader(job) : actor.mailbox.admit(job, refuse)
     if (admitted === 'full') {
       const { running, queued } = actor.mailbox.depth
       refuse(new Overloaded(`the mailbox of ${actor.inbox} is full (${running} running, ${queued} queued)`, { retryAfterMs: 100 }))

@@ -8,7 +8,16 @@ export interface MailboxLimits {
   concurrency: number
   /** Jobs waiting beyond that; a full mailbox refuses (the caller answers Overloaded). */
   capacity: number
+  /**
+   * Read-only jobs (behaviours declared `readOnly`: status, a log long poll) running beside the
+   * one-at-a-time work, so a reader waiting for output never holds up a stop. Beyond this many at
+   * once they are refused (Overloaded). Default MAILBOX_READERS.
+   */
+  readers?: number
 }
+
+/** Read-only jobs an actor runs at once beside its mailbox, unless its limits say otherwise. */
+export const MAILBOX_READERS = 64
 
 interface Queued {
   job: Job
@@ -24,6 +33,7 @@ interface Queued {
  */
 export class Mailbox {
   private running = 0
+  private reading = 0
   /** Jobs run to their end since the mailbox opened. */
   private handled = 0
   private readonly queue: Queued[] = []
@@ -41,6 +51,26 @@ export class Mailbox {
     }
     if (this.queue.length >= this.limits.capacity) return 'full'
     this.queue.push({ job, refuse })
+    return 'ok'
+  }
+
+  /**
+   * A read-only job: runs at once beside the queue (it changes nothing the queue's jobs rely on),
+   * within the readers bound. Not waited for by `close` (a reader ends on its own deadline).
+   */
+  admitReader (job: Job): 'ok' | 'full' | 'closed' {
+    if (this.closed) return 'closed'
+    if (this.reading >= (this.limits.readers ?? MAILBOX_READERS)) return 'full'
+    this.reading++
+    let pending: Promise<void> | undefined
+    try {
+      pending = job()
+    } catch (err) {
+      pending = undefined
+      this.onError(err)
+    }
+    if (pending === undefined) { this.reading--; this.handled++; return 'ok' }
+    pending.then(() => { this.reading--; this.handled++ }, (err: unknown) => { this.onError(err); this.reading--; this.handled++ })
     return 'ok'
   }
 

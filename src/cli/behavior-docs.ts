@@ -54,8 +54,11 @@ export function behaviorHelp (list: readonly AnyBehavior[]): string {
   return lines.join('\n')
 }
 
+/** Behaviours answered by child actors rather than the node itself (e.g. every allocation actor's). */
+export interface BehaviorSection { title: string, intro: string, list: readonly AnyBehavior[] }
+
 /** specs/behaviors.md */
-export function behaviorsMarkdown (list: readonly AnyBehavior[]): string {
+export function behaviorsMarkdown (list: readonly AnyBehavior[], sections: readonly BehaviorSection[] = []): string {
   const out = [
     '# Behaviours',
     '',
@@ -68,6 +71,15 @@ export function behaviorsMarkdown (list: readonly AnyBehavior[]): string {
     '|---|---|---|---|'
   ]
   const esc = (s: string): string => s.replace(/\|/g, '\\|')
+  section(list, out, esc)
+  for (const sec of sections) {
+    out.push(`# ${sec.title}`, '', sec.intro, '', '| path | capability | request | response |', '|---|---|---|---|')
+    section(sec.list, out, esc)
+  }
+  return out.join('\n')
+}
+
+function section (list: readonly AnyBehavior[], out: string[], esc: (s: string) => string): void {
   for (const b of sortedBehaviors(list)) {
     const cap = requiredCapability(b)
     const capText = cap === null ? 'none' : `\`${cap}\`${b.topic !== undefined ? ` on topic \`${b.topic}\`` : ''}`
@@ -85,5 +97,4 @@ export function behaviorsMarkdown (list: readonly AnyBehavior[]): string {
     }
     out.push(`Reply: \`${esc(shapeOf(b.response))}\``, '')
   }
-  return out.join('\n')
 }

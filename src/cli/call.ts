@@ -63,10 +63,11 @@ export async function buildEnvelope (g: CliGlobals, s: Session, to: Handle, beha
  * is signed here with the context's key and relayed by the daemon's API. Resolves with the reply
  * value; rejects with the typed error the destination answered.
  */
-export async function callBehavior<T = unknown> (g: CliGlobals, behavior: string, payload: unknown, opts: { dest?: string, session?: Session } = {}): Promise<T> {
+export async function callBehavior<T = unknown> (g: CliGlobals, behavior: string, payload: unknown, opts: { dest?: string, to?: Handle, session?: Session, timeoutMs?: number } = {}): Promise<T> {
   const s = opts.session ?? await openSession(g)
-  const to = opts.dest !== undefined ? parseDest(opts.dest) : { id: s.daemon.did as Did, did: s.daemon.did as Did, addr: { peer: s.daemon.peerId, inbox: 'root' } }
-  const { frame } = await buildEnvelope(g, s, to, behavior, payload, { cont: true })
-  const { reply } = await s.api.invoke(frame, g.timeoutMs)
+  const to = opts.to ?? (opts.dest !== undefined ? parseDest(opts.dest) : { id: s.daemon.did as Did, did: s.daemon.did as Did, addr: { peer: s.daemon.peerId, inbox: 'root' } })
+  const timed = opts.timeoutMs !== undefined ? { ...g, timeoutMs: opts.timeoutMs } : g
+  const { frame } = await buildEnvelope(timed, s, to, behavior, payload, { cont: true })
+  const { reply } = await s.api.invoke(frame, timed.timeoutMs)
   return unwrapReply<T>(reply)
 }

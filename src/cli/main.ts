@@ -16,6 +16,7 @@ import { globalsFrom, printJson, withCommon } from './common.js'
 import { register as registerCap } from './commands/cap.js'
 import { register as registerOnboard } from './commands/onboard.js'
 import { register as registerNode } from './commands/node.js'
+import { register as registerAlloc } from './commands/alloc.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
@@ -126,6 +127,7 @@ export function buildProgram (): Command {
   registerCap(program)
   registerOnboard(program)
   registerNode(program)
+  registerAlloc(program)
   return program
 }
 

@@ -2,7 +2,7 @@ import '../lib/polyfill.js'
 import { mkdir } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { Logger } from 'pino'
-import { behaviors as builtinBehaviors, portAllocatorBehaviors, resourceManagerBehaviors } from '../../behaviors/index.js'
+import { allocationBehaviors, behaviors as builtinBehaviors, portAllocatorBehaviors, resourceManagerBehaviors } from '../../behaviors/index.js'
 import type { Services } from '../../behaviors/services.js'
 import type { z } from 'zod'
 import type { AnyBehavior, BehaviorDeclaration } from '../actor/behavior.js'
@@ -17,6 +17,9 @@ import { HELLO_TOPIC, createNetwork, type Network } from '../network/index.js'
 import { createCapabilities, type Capabilities } from '../security/index.js'
 import { createMachineServices, type MachineServices } from '../services/index.js'
 import { ledgerThroughActor, portsThroughActor } from '../services/machine-actors.js'
+import { createAllocationRuntime } from '../services/allocations/index.js'
+import { createExecutors } from '../services/executors/index.js'
+import { createProviderService, type ProviderService } from '../services/provider/index.js'
 import { openDb, type Db } from '../store/db.js'
 import { resolveConfig, type Config, type ConfigInput } from './config.js'
 import type { NodeInfo } from './info.js'
@@ -102,6 +105,19 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
 
     const startedAt = now()
     const info: NodeInfo = { did: identity.did, peerId: identity.peerId, version: VERSION, startedAt, addrs: () => network.addrs() }
+    // What runs workloads here: the executors that work on this machine, the allocation runtime
+    // (records, supervision, logs, recovery) and the provider side of deployments.
+    const executors = createExecutors({ nodeId: identity.peerId, dataDir }, { log: log.child({ part: 'executors' }) })
+    const actorKeys = new ActorKeys(db, identity)
+    let provider: ProviderService
+    const runtime = createAllocationRuntime({ dir: resolve(dataDir, 'allocations') }, {
+      db,
+      log: log.child({ part: 'allocations' }),
+      executors: executors.available,
+      clock: now,
+      // a workload that ended for good gives back its resources and ports
+      onEnded: async (record) => { await provider.releaseReservation(record.id) }
+    })
     // The ledger and the port table are owned by child actors (spawned below, once the system
     // exists): the node's behaviours read them directly and send every change to their owner.
     let owners: { resources: Actor, ports: Actor } | undefined
@@ -109,15 +125,31 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       if (owners === undefined) throw new NotRunning('the node is starting')
       return { from: system.root, to: owners[which] }
     }
+    const resources = ledgerThroughActor(machine.resources, { route: ownerOf('resources'), timeoutMs: OWNER_CALL_TIMEOUT_MS })
+    const ports = portsThroughActor(machine.ports, { route: ownerOf('ports'), timeoutMs: OWNER_CALL_TIMEOUT_MS })
+    provider = createProviderService({
+      db,
+      log: log.child({ part: 'provider' }),
+      clock: now,
+      spawn: (init) => system.spawn(init),
+      node: identity,
+      actorKeys,
+      resources,
+      ports,
+      runtime,
+      allocationBehaviors: allocationBehaviors as unknown as readonly AnyBehavior[]
+    })
     const services: Services = {
       node: info,
       peers: network.peers,
       caps: caps.service,
-      resources: ledgerThroughActor(machine.resources, { route: ownerOf('resources'), timeoutMs: OWNER_CALL_TIMEOUT_MS }),
-      ports: portsThroughActor(machine.ports, { route: ownerOf('ports'), timeoutMs: OWNER_CALL_TIMEOUT_MS }),
+      resources,
+      ports,
       hardware: machine.hardware,
       nodeState: machine.nodeState,
-      actors: { list: () => system.list() }
+      actors: { list: () => system.list() },
+      executors: { status: () => executors.status() },
+      provider
     }
     const system: ActorSystem = new ActorSystem({
       identity,
@@ -137,12 +169,16 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       }
     })
     closers.push(async () => { system.stop() })
-    const actorKeys = new ActorKeys(db, identity)
     const machineServices = { resources: machine.resources, ports: machine.ports }
     owners = {
       resources: system.spawn({ inbox: 'resources', kind: 'resource-manager', identity: await actorKeys.loadOrCreate('resources'), behaviors: resourceManagerBehaviors as readonly AnyBehavior[], services: machineServices, mailbox: { concurrency: 1 } }),
       ports: system.spawn({ inbox: 'ports', kind: 'port-allocator', identity: await actorKeys.loadOrCreate('ports'), behaviors: portAllocatorBehaviors as readonly AnyBehavior[], services: machineServices, mailbox: { concurrency: 1 } })
     }
+    await executors.start()
+    closers.push(async () => { await executors.stop() })
+    // Recovery first (re-adopt, fail, release, stop orphans), then one actor per allocation.
+    await provider.start()
+    closers.push(async () => { await provider.stop() })
     const unwatch = network.transport.onPeerDisconnect(peer => { system.peerGone(peer) })
     closers.push(async () => { unwatch() })
 

@@ -136,6 +136,7 @@ class Runtime implements AllocationRuntime {
   private readonly onEnded?: (record: AllocationRecord) => Promise<void> | void
   private readonly entries = new Map<string, Entry>()
   private readonly listeners = new Set<(record: AllocationRecord) => void>()
+  private readonly releasing = new Map<string, Promise<void>>()
   private logTimer: NodeJS.Timeout | undefined
   private running = false
 
@@ -428,8 +429,20 @@ class Runtime implements AllocationRuntime {
     this.notify(clean)
   }
 
-  /** Releases once: onEnded, then `released` persisted. A failure is logged and retried at the next start. */
+  /**
+   * Releases once: onEnded, then `released` persisted. A failure is logged and retried at the next
+   * start. Calls while one is under way share it (the supervisor's end and a removal may race).
+   */
   private async ended (id: string): Promise<void> {
+    let p = this.releasing.get(id)
+    if (p === undefined) {
+      p = this.release(id).finally(() => { this.releasing.delete(id) })
+      this.releasing.set(id, p)
+    }
+    await p
+  }
+
+  private async release (id: string): Promise<void> {
     const e = this.entry(id)
     if (e.record.released) return
     try {

@@ -67,7 +67,10 @@ export type RestartPolicy = z.infer<typeof RestartPolicySchema>
 export const PortSchema = z.strictObject({
   /** Leased from the port allocator by the caller. */
   host: port,
-  /** docker: inside the container; process: must equal `host` (a process has no other). */
+  /**
+   * docker: the port inside the container. process: the name the workload knows the port by (a
+   * process has no port of its own besides the host's): it listens on `$DMS_PORT_<container>`.
+   */
   container: port,
   protocol: z.enum(['tcp', 'udp']).default('tcp')
 })
@@ -109,7 +112,6 @@ export const AllocationSpecSchema = z.strictObject({
     if (s.command === undefined) issue(['command'], 'the process executor needs a command')
     if (s.image !== undefined) issue(['image'], 'the process executor runs no images')
     if (s.entrypoint !== undefined) issue(['entrypoint'], 'the process executor has no entrypoint: put the whole argv in command')
-    s.ports.forEach((p, i) => { if (p.container !== p.host) issue(['ports', i, 'container'], `a process listens on its host port: container must equal host (${p.host})`) })
   }
   if (s.executor === 'docker' && s.image === undefined) issue(['image'], 'the docker executor needs an image')
   if (s.type === 'task') {

@@ -303,6 +303,7 @@ export class Supervisor {
 
   /** Runs a task in the queue; its failure is logged (an event has no caller to tell). */
   private enqueue (task: () => Promise<void>): void {
-    this.serial(task).catch((err: unknown) => { this.ctx.log.error({ err, allocationId: this.ctx.record().id }, 'allocation supervisor step failed') })
+    // the log is the allocation's own child logger: it names the allocation even once its record is gone
+    this.serial(task).catch((err: unknown) => { this.ctx.log.error({ err }, 'allocation supervisor step failed') })
   }
 }

@@ -1,0 +1,9 @@
+import healthcheck from './healthcheck.js'
+import logs from './logs.js'
+import restart from './restart.js'
+import start from './start.js'
+import status from './status.js'
+import stop from './stop.js'
+
+/** What every allocation actor answers (its inbox is `alloc/<id>`). */
+export const allocationBehaviors = [start, stop, restart, status, logs, healthcheck] as const

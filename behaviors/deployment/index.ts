@@ -1,0 +1,12 @@
+import allocate from './allocate.js'
+import commit from './commit.js'
+import revert from './revert.js'
+import allocationsList from '../node/allocations/list.js'
+import allocationRestart from '../node/allocation/restart.js'
+import allocationStop from '../node/allocation/stop.js'
+import containerList from '../node/container/list.js'
+import containerStart from '../node/container/start.js'
+import containerStop from '../node/container/stop.js'
+
+/** The provider side of deployments, and the node's own allocation and container controls. */
+export const providerBehaviors = [commit, allocate, revert, allocationsList, allocationStop, allocationRestart, containerStart, containerStop, containerList] as const
