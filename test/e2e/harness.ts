@@ -96,7 +96,11 @@ export async function startDaemon (opts: { dataDir?: string, args?: string[], en
   createInterface({ input: proc.stdout! }).on('line', line => { logs.push({ msg: line, stream: 'stdout' }) })
   await ready
   const info = JSON.parse(await readFile(join(dataDir, 'daemon.json'), 'utf8')) as DaemonInfo
-  const withDir = (a: string[]): string[] => [...a, '--data-dir', dataDir]
+  // before a `--`, whatever follows it is the workload's command line
+  const withDir = (a: string[]): string[] => {
+    const dash = a.indexOf('--')
+    return dash < 0 ? [...a, '--data-dir', dataDir] : [...a.slice(0, dash), '--data-dir', dataDir, ...a.slice(dash)]
+  }
   return {
     dataDir,
     info,
@@ -136,4 +140,18 @@ export async function eventually<T> (check: () => Promise<T | undefined | false>
     await new Promise(resolve => setTimeout(resolve, intervalMs))
   }
   throw new Error(`condition not met within ${timeoutMs} ms${last !== undefined ? `: ${String(last)}` : ''}`)
+}
+
+/**
+ * Stops every allocation still running on a daemon: a daemon's own stop leaves its workloads
+ * running (the next start adopts them), so a test that started some ends them itself.
+ */
+export async function stopAllocations (d: Daemon | undefined): Promise<void> {
+  if (d === undefined || d.proc.exitCode !== null || d.proc.signalCode !== null) return
+  const r = await d.cli(['actor', 'cmd', '/dms/node/allocations/list'])
+  if (r.code !== 0) return
+  const { allocations } = JSON.parse(r.stdout) as { allocations: Array<{ id: string, status: string }> }
+  for (const a of allocations.filter(a => a.status === 'running' || a.status === 'starting' || a.status === 'pending')) {
+    await d.cli(['actor', 'cmd', '/dms/node/allocation/stop', '--data', JSON.stringify({ id: a.id, graceMs: 0 })])
+  }
 }

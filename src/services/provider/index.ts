@@ -379,6 +379,7 @@ class Provider implements ProviderService {
     }
     if (actor !== undefined) v.handle = actor.handle
     if (r.limits !== undefined) v.limits = r.limits
+    if (r.ref !== undefined) v.workload = r.ref.id
     if (r.spec.image !== undefined) v.image = r.spec.image
     if (r.spec.command !== undefined) v.command = r.spec.command
     if (r.startedAt !== undefined) v.startedAt = iso(r.startedAt)

@@ -87,6 +87,8 @@ export const AllocationView = z.object({
   ports: z.array(PortGiven),
   /** Which limits apply to its workload (cgroup-v2, cgroup-v1, rlimit, docker, none). */
   limits: z.string().optional(),
+  /** Its current (or last) workload on the executor: a process's pid, a container's id. */
+  workload: z.string().optional(),
   image: z.string().optional(),
   command: z.array(z.string()).optional(),
   createdAt: z.string(),
