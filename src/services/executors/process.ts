@@ -183,9 +183,9 @@ class ProcessExecutor implements Executor {
     const token = randomBytes(6).toString('hex')
     const base = `${name}.${token}`
     const exitPath = join(this.stateDir, `${base}.exit`)
-    const wantsLimits = spec.limits.cpuCores > 0 || spec.limits.ramBytes > 0
     let cgDirs: string[] = []
-    let limits = wantsLimits ? 'rlimit' : 'none'
+    // Without cgroups only memory can be limited (RLIMIT_AS); CPU cannot.
+    let limits = spec.limits.ramBytes > 0 ? 'rlimit' : 'none'
     if (cgroups !== undefined) {
       try {
         cgDirs = await cgroups.create(base, spec.limits)
