@@ -188,7 +188,12 @@ class Runtime implements AllocationRuntime {
       if (isTerminal(record.status)) continue
       const ex = this.executors[record.executor]
       const ref = record.ref
-      if (record.status === 'running' && ex !== undefined && ref !== undefined && await ex.alive(ref).catch(() => false)) {
+      // true, false, or undefined when the executor cannot tell now (a docker engine that does not
+      // answer): such a workload is watched as if alive; its wait finds out later.
+      const alive = record.status === 'running' && ex !== undefined && ref !== undefined
+        ? await ex.alive(ref).catch((err: unknown) => { report.errors.push(`${record.id}: cannot tell whether its workload runs: ${(err as Error).message}`); return undefined })
+        : false
+      if (alive !== false && ref !== undefined) {
         this.supervise(record.id).adopt(ref)
         claimed.add(claimKey(ref))
         report.adopted.push(record.id)

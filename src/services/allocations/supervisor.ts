@@ -28,9 +28,13 @@ export interface SupervisorContext {
   ended: () => Promise<void>
 }
 
-/** A wait that failed without the workload ending (an engine hiccup) is retried this often. */
+/**
+ * A wait that failed without the workload ending (an engine that restarts) is retried, 1 s, 2 s,
+ * 4 s, … apart up to 30 s: about 3 minutes in all before its end counts as unobservable.
+ */
 const MAX_WAIT_RETRIES = 10
-const WAIT_RETRY_MS = 1_000
+const WAIT_RETRY_FIRST_MS = 1_000
+const WAIT_RETRY_MAX_MS = 30_000
 
 export class Supervisor {
   private readonly ctx: SupervisorContext
@@ -39,6 +43,7 @@ export class Supervisor {
   private waitAbort: AbortController | undefined
   private backoffTimer: NodeJS.Timeout | undefined
   private healthTimer: NodeJS.Timeout | undefined
+  private retryTimer: NodeJS.Timeout | undefined
   private healthFailures = 0
   /** Why the current epoch's workload is being ended for failing its health check. */
   private unhealthy: string | undefined
@@ -150,9 +155,14 @@ export class Supervisor {
         this.ctx.log.warn({ err, allocationId: ref.allocationId }, 'waiting for the workload failed')
         this.enqueue(async () => {
           if (this.detached || epoch !== this.epoch) return
-          if (attempt < MAX_WAIT_RETRIES && await this.ctx.executor.alive(ref)) {
-            const t = setTimeout(() => { this.watch(ref, epoch, attempt + 1) }, WAIT_RETRY_MS)
-            t.unref()
+          // Still running, or unknown (the executor does not answer now): wait again, a bounded number of times.
+          const alive = await this.ctx.executor.alive(ref).catch(() => undefined)
+          if (attempt < MAX_WAIT_RETRIES && alive !== false) {
+            this.retryTimer = setTimeout(() => {
+              this.retryTimer = undefined
+              if (!this.detached && epoch === this.epoch) this.watch(ref, epoch, attempt + 1)
+            }, Math.min(WAIT_RETRY_MAX_MS, WAIT_RETRY_FIRST_MS * 2 ** attempt))
+            this.retryTimer.unref()
             return
           }
           await this.onExit(epoch, ref, { exitCode: null, signal: null, stopped: false, reason: `its end could not be observed: ${(err as Error).message}` })
@@ -299,6 +309,8 @@ export class Supervisor {
     this.stopHealth()
     if (this.backoffTimer !== undefined) clearTimeout(this.backoffTimer)
     this.backoffTimer = undefined
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
   }
 
   /** Runs a task in the queue; its failure is logged (an event has no caller to tell). */

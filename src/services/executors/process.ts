@@ -119,6 +119,9 @@ class ProcessExecutor implements Executor {
   private readonly stops = new Map<string, Promise<void>>()
   private readonly stopStates = new Map<string, StopState>()
   private readonly adopted = new Set<AdoptedWait>()
+  /** Registry entries this instance wrote, by ref: no directory scan for its own workloads. */
+  private readonly known = new Map<string, Registry>()
+  private stateDirMade: Promise<void> | undefined
   private readonly pending = new Set<(err: unknown) => void>()
   private timer: NodeJS.Timeout | undefined
   private closed = false
@@ -156,34 +159,33 @@ class ProcessExecutor implements Executor {
   async start (spec: WorkloadSpec): Promise<WorkloadRef> {
     if (this.closed) throw new NotRunning('the process executor is closed')
     const name = checkSpec(spec)
-    await mkdir(this.stateDir, { recursive: true })
-
+    const cwd = spec.workingDir ?? join(spec.dir, 'work')
+    if (!isAbsolute(cwd)) throw new BadRequest(`workingDir must be an absolute path, got '${cwd}'`, { field: 'workingDir', workingDir: cwd })
+    const searchPath = spec.env.PATH ?? STANDARD_PATH
+    // What start needs to know first, looked up at once (each is a few file operations).
+    const [earlier, found, { cgroups }] = await Promise.all([
+      this.stateDirReady().then(async () => await this.registriesOf(spec.allocationId)),
+      mkdir(cwd, { recursive: true }).then(
+        async () => await findCommand(spec.command[0], searchPath, cwd),
+        (err: Error) => { throw new BadRequest(`workingDir ${cwd} cannot be made: ${err.message}`, { field: 'workingDir', workingDir: cwd }) }),
+      this.cgroups()
+    ])
     // One incarnation at a time: an earlier one still running is a conflict; an ended one is cleared.
-    for (const reg of await this.registriesOf(spec.allocationId)) {
+    for (const reg of earlier) {
       const ref = this.refOf(reg)
       if (await this.alive(ref)) throw new Conflict(`allocation ${spec.allocationId} already runs a workload (pid ${ref.id})`, { allocationId: spec.allocationId, pid: ref.id })
       await this.removeIncarnation(reg)
     }
-
-    const cwd = spec.workingDir ?? join(spec.dir, 'work')
-    if (!isAbsolute(cwd)) throw new BadRequest(`workingDir must be an absolute path, got '${cwd}'`, { field: 'workingDir', workingDir: cwd })
-    try {
-      await mkdir(cwd, { recursive: true })
-    } catch (err) {
-      throw new BadRequest(`workingDir ${cwd} cannot be made: ${(err as Error).message}`, { field: 'workingDir', workingDir: cwd })
-    }
-    const searchPath = spec.env.PATH ?? STANDARD_PATH
-    if (await findCommand(spec.command[0], searchPath, cwd) === undefined) {
+    if (found === undefined) {
       throw new BadRequest(`command not found: '${spec.command[0]}' is not an executable file${spec.command[0].includes('/') ? '' : ` on PATH ${searchPath}`}`, { field: 'command', command: spec.command[0], path: searchPath })
     }
 
     const token = randomBytes(6).toString('hex')
     const base = `${name}.${token}`
     const exitPath = join(this.stateDir, `${base}.exit`)
-    const { cgroups } = await this.cgroups()
-    const wantsLimits = spec.limits.cpuCores > 0 || spec.limits.ramBytes > 0
     let cgDirs: string[] = []
-    let limits = wantsLimits ? 'rlimit' : 'none'
+    // Without cgroups only memory can be limited (RLIMIT_AS); CPU cannot.
+    let limits = spec.limits.ramBytes > 0 ? 'rlimit' : 'none'
     if (cgroups !== undefined) {
       try {
         cgDirs = await cgroups.create(base, spec.limits)
@@ -204,10 +206,12 @@ class ProcessExecutor implements Executor {
     let exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
     let spawnError: Promise<Error>
     try {
-      // Written before the spawn: a crash right after it leaves a record list() finds.
-      await writeJson(regPath, reg)
-      out = await open(spec.stdoutPath, 'a')
-      err = await open(spec.stderrPath, 'a')
+      // The entry is written before the spawn: a crash right after it leaves a record list() finds.
+      const opened = await Promise.allSettled([writeJson(regPath, reg), open(spec.stdoutPath, 'a'), open(spec.stderrPath, 'a')])
+      out = opened[1].status === 'fulfilled' ? opened[1].value : undefined
+      err = opened[2].status === 'fulfilled' ? opened[2].value : undefined
+      for (const o of opened) if (o.status === 'rejected') throw o.reason
+      if (out === undefined || err === undefined) throw new Error('unreachable: both log files are open')
       child = spawn(this.shell, wrapperArgs({ exitPath, asKiB, keepPwd: spec.env.PWD !== undefined, procs: procsFiles(cgDirs), argv: spec.command }), {
         cwd, env: spec.env, detached: true, stdio: ['ignore', out.fd, err.fd]
       })
@@ -223,8 +227,7 @@ class ProcessExecutor implements Executor {
       await this.removeIncarnation(reg)
       throw e
     }
-    await out.close()
-    await err.close()
+    await Promise.all([out.close(), err.close()])
     const pid = child.pid
     if (pid === undefined) {
       const cause = await spawnError
@@ -237,8 +240,10 @@ class ProcessExecutor implements Executor {
     // a wait on it is, while it lasts.
     child.unref()
     const ref: WorkloadRef = { executor: 'process', allocationId: spec.allocationId, id: String(pid), startTime, limits }
+    const written: Registry = { ...reg, pid, startTime }
     this.children.set(keyOf(ref), { exited, proc: child, waiters: 0 })
-    await writeJson(regPath, { ...reg, pid, startTime })
+    this.known.set(keyOf(ref), written)
+    await writeJson(regPath, written)
     return ref
   }
 
@@ -528,8 +533,15 @@ class ProcessExecutor implements Executor {
     return (await this.registries(`${encodeName(allocationId)}.`)).filter(r => r.allocationId === allocationId)
   }
 
+  private async stateDirReady (): Promise<void> {
+    this.stateDirMade ??= mkdir(this.stateDir, { recursive: true }).then(() => {}, (err: unknown) => { this.stateDirMade = undefined; throw err })
+    await this.stateDirMade
+  }
+
   /** The incarnations a ref names: by pid and start time, or (id '') those without a pid. */
   private async registriesFor (ref: WorkloadRef): Promise<Registry[]> {
+    const mine = this.known.get(keyOf(ref))
+    if (mine !== undefined && mine.allocationId === ref.allocationId) return [mine]
     return (await this.registriesOf(ref.allocationId)).filter(r => ref.id === ''
       ? r.pid === null
       : String(r.pid) === ref.id && r.startTime === ref.startTime)
@@ -541,8 +553,8 @@ class ProcessExecutor implements Executor {
 
   private async removeIncarnation (reg: Registry): Promise<void> {
     await this.removeGroups(reg.cgroups)
-    await rm(reg.exitPath, { force: true })
-    await rm(join(this.stateDir, `${encodeName(reg.allocationId)}.${reg.token}.json`), { force: true })
+    await Promise.all([rm(reg.exitPath, { force: true }), rm(join(this.stateDir, `${encodeName(reg.allocationId)}.${reg.token}.json`), { force: true })])
+    if (reg.pid !== null) this.known.delete(keyOf({ id: String(reg.pid), startTime: reg.startTime ?? '' }))
   }
 
   private async removeGroups (dirs: string[]): Promise<void> {
@@ -554,8 +566,6 @@ class ProcessExecutor implements Executor {
     }
     const left = await removeDirs(dirs)
     if (left.length > 0) this.log.warn({ dirs: left }, 'cgroups could not be removed')
-    const { cgroups } = await this.cgroups()
-    if (cgroups !== undefined) await removeParentsIfEmpty(cgroups)
   }
 
   /** Workload groups of the allocation that no registry entry claims. */

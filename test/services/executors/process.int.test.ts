@@ -97,7 +97,9 @@ describe('process executor on this machine', () => {
       await ex.remove(ref)
       expect(existsSync(cpuDir)).toBe(false)
       expect(existsSync(memDir)).toBe(false)
-      // The node's parent went with its last group.
+      // The node's parent stays while the executor runs (the next start needs it), and goes with close().
+      expect(existsSync(dirname(cpuDir))).toBe(true)
+      await ex.close()
       expect(existsSync(dirname(cpuDir))).toBe(false)
     })
 

@@ -226,19 +226,23 @@ async function tryV1 (mounts: Mount[], own: Array<{ controllers: string[], path:
     dirsOf,
     async create (name, limits) {
       const dirs = dirsOf(name)
-      for (const d of dirs) await mkdirParents(d)
+      await Promise.all(dirs.map(async d => await mkdirParents(d)))
       const cpuDir = join(cpuParent, name)
       const memDir = join(memParent, name)
-      if (limits.cpuCores > 0) {
-        const period = Number((await readText(join(cpuDir, 'cpu.cfs_period_us')) ?? '100000').trim())
-        // The kernel refuses quotas under 1 ms.
-        await writeFile(join(cpuDir, 'cpu.cfs_quota_us'), String(Math.max(1000, Math.round(limits.cpuCores * period))))
-      }
-      if (limits.ramBytes > 0) {
-        await writeFile(join(memDir, 'memory.limit_in_bytes'), String(Math.floor(limits.ramBytes)))
-        // memory+swap no higher than memory: no swapping past the limit (absent without swap accounting).
-        await writeFile(join(memDir, 'memory.memsw.limit_in_bytes'), String(Math.floor(limits.ramBytes))).catch(() => {})
-      }
+      await Promise.all([
+        (async () => {
+          if (limits.cpuCores <= 0) return
+          const period = Number((await readText(join(cpuDir, 'cpu.cfs_period_us')) ?? '100000').trim())
+          // The kernel refuses quotas under 1 ms.
+          await writeFile(join(cpuDir, 'cpu.cfs_quota_us'), String(Math.max(1000, Math.round(limits.cpuCores * period))))
+        })(),
+        (async () => {
+          if (limits.ramBytes <= 0) return
+          await writeFile(join(memDir, 'memory.limit_in_bytes'), String(Math.floor(limits.ramBytes)))
+          // memory+swap no higher than memory: no swapping past the limit (absent without swap accounting).
+          await writeFile(join(memDir, 'memory.memsw.limit_in_bytes'), String(Math.floor(limits.ramBytes))).catch(() => {})
+        })()
+      ])
       return dirs
     },
     list: async () => await listDirs(parents[0]),
