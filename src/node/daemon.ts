@@ -43,7 +43,9 @@ export async function runDaemon (opts: { dataDir: string, flags: ConfigInput }):
   const infoPath = join(dataDir, 'daemon.json')
   await writeFile(`${infoPath}.tmp`, JSON.stringify(info, null, 2) + '\n', { mode: 0o600 })
   await rename(`${infoPath}.tmp`, infoPath)
-  log.info({ peerId: info.peerId, did: info.did, addrs: info.addrs, api: info.api, readyMs: Math.round(performance.now() - t0) }, 'dms node ready')
+  // `node`: the runtime's version, so that a log (and CI, which runs the daemons on Node 20 and
+  // on 24) shows which Node a daemon really ran on. Local only: /public/status does not tell peers.
+  log.info({ peerId: info.peerId, did: info.did, addrs: info.addrs, api: info.api, node: process.version, readyMs: Math.round(performance.now() - t0) }, 'dms node ready')
 
   let stopping = false
   const stop = (signal: string): void => {

@@ -44,6 +44,13 @@ describe('dms foundation (CLI + daemons)', () => {
     expect(a.info.did).toMatch(/^did:key:z/)
   })
 
+  it('daemons run on the Node that runs the tests, and say which in their ready line', () => {
+    // CI runs this suite on Node 20 and on Node 24 with that Node first on PATH; the harness
+    // starts daemons with process.execPath, and this proves they really ran on it.
+    const ready = a.logs.find(l => l.msg === 'dms node ready')
+    expect(ready?.node).toBe(process.version)
+  })
+
   it('peers/self answers with the node identity', async () => {
     const self = await a.cliJson(['actor', 'cmd', '/dms/node/peers/self'])
     expect(self).toEqual({ id: a.info.peerId, did: a.info.did, addrs: expect.arrayContaining([a.info.addrs[0]]) })
