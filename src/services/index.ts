@@ -19,7 +19,7 @@ export interface MachineServicesInit {
   sweepIntervalMs?: number
   /** GPU tools to run (default `nvidia-smi` and `rocm-smi` from PATH; false skips one). */
   gpuCommands?: GpuCommands
-  /** Environment the GPU tools run with (default process.env). */
+  /** The daemon's environment (default process.env); GPU tools get only `childEnv` of it. */
   env?: NodeJS.ProcessEnv
   /** fsync each ledger/port/state batch (default true). */
   syncWrites?: boolean
