@@ -1,11 +1,11 @@
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { delimiter, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ApiClient } from '../../src/api/client.js'
 import { buildEnvelope, parseDest } from '../../src/cli/call.js'
 import { Keystore } from '../../src/identity/keystore.js'
-import { PASSPHRASE, cleanup, startDaemon, tempDir, type Daemon } from './harness.js'
+import { PASSPHRASE, cleanup, dms, dmsJson, startDaemon, tempDir, type Daemon } from './harness.js'
 
 /**
  * Hardening of issue 12 through running daemons: each attack gets a typed refusal, the daemon
@@ -109,5 +109,84 @@ describe('child processes of the daemon (issue 12, item 7)', () => {
     expect(names).not.toContain('SOME_API_TOKEN')
     expect(text).toContain(`PATH=${PATH}\n`)
     expect(text).toContain('LC_ALL=C\n')
+  })
+})
+
+describe('one data dir: one setup at a time, one daemon, one passphrase (issue 12, items 14 and 15)', () => {
+  const dirs: string[] = []
+  const daemons: Array<Daemon | undefined> = []
+  afterAll(async () => { await cleanup(daemons, dirs) })
+  const fresh = async (): Promise<string> => { const d = join(await tempDir(), 'data'); dirs.push(join(d, '..')); return d }
+  const roots = async (dataDir: string): Promise<string[]> => JSON.parse(await readFile(join(dataDir, 'caps', 'dms.json'), 'utf8')).roots
+
+  it('four `dms init` at once on a fresh dir make exactly one user key, the only root', async () => {
+    const dataDir = await fresh()
+    const runs = await Promise.all(Array.from({ length: 4 }, async () => await dms(['init', '--data-dir', dataDir])))
+    for (const r of runs) expect(r.code, r.stderr).toBe(0)
+    const out = runs.map(r => JSON.parse(r.stdout) as { user: string, dms: string, created: string[] })
+    const keys = await dmsJson(['key', 'list', '--data-dir', dataDir])
+    const user = keys.keys.find((k: { context: string }) => k.context === 'user').did
+    const node = keys.keys.find((k: { context: string }) => k.context === 'dms').did
+    // every process reports the key that is on disk: none made one that was then replaced
+    expect(out.map(o => o.user)).toEqual([user, user, user, user])
+    expect(out.map(o => o.dms)).toEqual([node, node, node, node])
+    expect(out.flatMap(o => o.created).sort()).toEqual(['dms', 'user'])
+    expect(await roots(dataDir)).toEqual([user])
+    expect((await readdir(dataDir)).sort()).toEqual(['caps', 'keys'])
+  })
+
+  it('two first `dms run` at once: one daemon runs, the other is refused with Conflict; one user key, the only root', async () => {
+    const dataDir = await fresh()
+    const both = await Promise.allSettled([startDaemon({ dataDir }), startDaemon({ dataDir })])
+    const up = both.flatMap(r => r.status === 'fulfilled' ? [r.value] : [])
+    daemons.push(...up)
+    expect(up).toHaveLength(1)
+    const refused = both.find(r => r.status === 'rejected')
+    expect(String((refused as PromiseRejectedResult).reason)).toMatch(/"msg":"Conflict: /)
+    const user = (await dms(['key', 'did', '--data-dir', dataDir])).stdout.trim()
+    expect(await roots(dataDir)).toEqual([user])
+    expect((await up[0].cliJson(['actor', 'cmd', '/public/status'])).status).toBe('running')
+  })
+
+  it('a second `dms run` on a running daemon\'s dir is refused (Conflict) and the daemon keeps serving; a kill -9 does not leave the dir locked', async () => {
+    const dataDir = await fresh()
+    const d = await startDaemon({ dataDir })
+    daemons.push(d)
+    const lock = JSON.parse(await readFile(join(dataDir, 'lock'), 'utf8'))
+    expect(lock).toMatchObject({ pid: d.info.pid, purpose: 'run' })
+    const second = await dms(['run', '--data-dir', dataDir, '--api-port', '0', '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    expect(second.code).toBe(1)
+    expect(second.stderr).toMatch(/^Conflict: /)
+    expect((await d.cliJson(['actor', 'cmd', '/public/status'])).status).toBe('running')
+    // kill -9: the lock file stays, naming a dead pid; the next run takes it over
+    await d.kill9()
+    expect(JSON.parse(await readFile(join(dataDir, 'lock'), 'utf8')).pid).toBe(d.info.pid)
+    const again = await startDaemon({ dataDir })
+    daemons.push(again)
+    expect(again.info.peerId).toBe(d.info.peerId)
+    expect(JSON.parse(await readFile(join(dataDir, 'lock'), 'utf8')).pid).toBe(again.info.pid)
+    // a graceful stop removes it
+    expect(await again.stop()).toBe(0)
+    await expect(readFile(join(dataDir, 'lock'), 'utf8')).rejects.toMatchObject({ code: 'ENOENT' })
+  })
+
+  it('`dms init` and `dms key new` refuse a passphrase other than the data dir\'s (WrongPassphrase)', async () => {
+    const dataDir = await fresh()
+    const first = await dmsJson(['init', '--data-dir', dataDir])
+    const other = { env: { DMS_PASSPHRASE: 'not-the-data-dir-passphrase' } }
+    const init = await dms(['init', '--data-dir', dataDir], other)
+    expect(init.code).toBe(1)
+    expect(init.stderr).toMatch(/^WrongPassphrase: /)
+    const key = await dms(['key', 'new', 'ops', '--data-dir', dataDir], other)
+    expect(key.code).toBe(1)
+    expect(key.stderr).toMatch(/^WrongPassphrase: /)
+    const capNew = await dms(['cap', 'new', 'guest', '--data-dir', dataDir], other)
+    expect(capNew.stderr).toMatch(/^WrongPassphrase: /)
+    // nothing was created or changed by the refused calls
+    expect((await dmsJson(['key', 'list', '--data-dir', dataDir])).keys.map((k: { context: string }) => k.context)).toEqual(['dms', 'user'])
+    expect(await roots(dataDir)).toEqual([first.user])
+    // the data dir's passphrase works as before
+    expect((await dmsJson(['init', '--data-dir', dataDir])).created).toEqual([])
+    expect((await dmsJson(['key', 'new', 'ops', '--data-dir', dataDir])).did).toMatch(/^did:key:z6Mk/)
   })
 })
