@@ -1,9 +1,10 @@
+import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { RelayReply } from '../actor/system.js'
 import type { Handle } from '../actor/types.js'
-import { BadRequest, DmsError, FrameTooLarge, NotFound, toWireError } from '../lib/errors.js'
+import { BadRequest, DmsError, FrameTooLarge, NotFound, Unauthorized, toWireError } from '../lib/errors.js'
 
 /**
  * The daemon's local HTTP API, bound to 127.0.0.1 only. It relays envelopes the CLI signed with
@@ -15,6 +16,14 @@ import { BadRequest, DmsError, FrameTooLarge, NotFound, toWireError } from '../l
  *   POST /api/v1/actor/send        → {}
  *   POST /api/v1/actor/broadcast   → {}
  * Errors: HTTP 4xx/5xx with {error: {name, code, message, ...}}.
+ *
+ * Loopback is not a boundary against browsers: any page the operator opens can send requests to
+ * 127.0.0.1, and a DNS-rebinding page (evil.example resolving to 127.0.0.1) even reads the
+ * answers. So before anything else a request is refused (403 `Unauthorized`) when its `Host` is
+ * not this API's own authority (`127.0.0.1:<port>` or `localhost:<port>`; reason
+ * `foreign-host`), or when it carries an `Origin` that is not this API's own origin (reason
+ * `foreign-origin`; browsers send `Origin` on every cross-origin POST and fetch). The CLI sends
+ * no `Origin` and the right `Host`.
  */
 export interface ApiNode {
   readonly self: Handle
@@ -28,6 +37,8 @@ export interface ApiServer {
 }
 
 export const API_HOST = '127.0.0.1'
+/** Host names that name this machine's loopback and no one else's: what `Host` may carry. */
+const LOOPBACK_NAMES = [API_HOST, 'localhost'] as const
 
 const STATUS: Record<string, number> = {
   BadRequest: 400, Unauthorized: 403, UnknownBehavior: 404, NotFound: 404, FrameTooLarge: 413,
@@ -35,13 +46,19 @@ const STATUS: Record<string, number> = {
 }
 
 export async function startApi (node: ApiNode, opts: { port: number, maxBodyBytes: number, log: Logger }): Promise<ApiServer> {
-  const server = createServer((req, res) => { void handle(node, opts, req, res) })
+  // The authorities and origins this API answers to; known once it listens (port 0 = any).
+  const own = { authorities: new Set<string>(), origins: new Set<string>() }
+  const server = createServer((req, res) => { void handle(node, { ...opts, own }, req, res) })
   server.keepAliveTimeout = 5_000
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(opts.port, API_HOST, () => { server.off('error', reject); resolve() })
   })
   const port = (server.address() as AddressInfo).port
+  for (const name of LOOPBACK_NAMES) {
+    own.authorities.add(`${name}:${port}`)
+    own.origins.add(`http://${name}:${port}`)
+  }
   return {
     port,
     url: `http://${API_HOST}:${port}`,
@@ -52,8 +69,11 @@ export async function startApi (node: ApiNode, opts: { port: number, maxBodyByte
   }
 }
 
-async function handle (node: ApiNode, opts: { maxBodyBytes: number, log: Logger }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+interface Own { authorities: ReadonlySet<string>, origins: ReadonlySet<string> }
+
+async function handle (node: ApiNode, opts: { maxBodyBytes: number, log: Logger, own: Own }, req: IncomingMessage, res: ServerResponse): Promise<void> {
   try {
+    checkCaller(req, opts.own, opts.log)
     const url = req.url ?? '/'
     if (req.method === 'GET' && url === '/api/v1/actor/handle') return json(res, 200, node.self)
     const m = /^\/api\/v1\/actor\/(send|invoke|broadcast)$/.exec(url)
@@ -62,9 +82,25 @@ async function handle (node: ApiNode, opts: { maxBodyBytes: number, log: Logger 
     const result = await node.relay(body, m[1] as 'send' | 'invoke' | 'broadcast')
     json(res, 200, result ?? {})
   } catch (err) {
-    const wire = toWireError(err)
-    if (!(err instanceof DmsError)) opts.log.error({ err }, 'API request failed')
+    // a bug's text stays in the log, under the id the caller is given
+    const errorId = err instanceof DmsError ? undefined : randomUUID()
+    const wire = toWireError(err, errorId)
+    if (errorId !== undefined) opts.log.error({ err, errorId }, 'API request failed')
     json(res, STATUS[wire.name] ?? 500, { error: wire })
+  }
+}
+
+/** Refuses requests a browser page made: a foreign `Host` (DNS rebinding) or a foreign `Origin`. */
+function checkCaller (req: IncomingMessage, own: Own, log: Logger): void {
+  const host = (req.headers.host ?? '').toLowerCase()
+  if (!own.authorities.has(host)) {
+    log.warn({ host: host.slice(0, 100), url: req.url?.slice(0, 100) }, 'API request refused: foreign Host')
+    throw new Unauthorized(`the local API answers only to Host ${[...own.authorities].join(' or ')}`, { reason: 'foreign-host' })
+  }
+  const origin = req.headers.origin
+  if (origin !== undefined && !own.origins.has(origin.toLowerCase())) {
+    log.warn({ origin: origin.slice(0, 100), url: req.url?.slice(0, 100) }, 'API request refused: foreign Origin')
+    throw new Unauthorized('the local API does not answer requests from web pages of other origins', { reason: 'foreign-origin' })
   }
 }
 

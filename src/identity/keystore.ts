@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes, scrypt as scryptCb } from 'node:crypto'
-import { mkdir, readFile, readdir, rename, writeFile } from 'node:fs/promises'
+import { link, mkdir, readFile, readdir, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { z } from 'zod'
@@ -12,6 +12,12 @@ const scrypt = promisify(scryptCb) as (pw: string, salt: Buffer, len: number, op
  * Keys at rest: keys/<context>.json, mode 0600, the 64-byte Ed25519 secret sealed with
  * AES-256-GCM under a key stretched from the passphrase by scrypt. The DID is stored in clear
  * (it is public) so `dms key list` needs no passphrase.
+ *
+ * One data dir, one passphrase: a new key is sealed only with the passphrase that opens the keys
+ * already there (`WrongPassphrase` otherwise), so every command unlocks every context with the
+ * same secret. A key file is created exclusively (hard link of a complete temporary file): of two
+ * processes creating the same context at once, one wins and the other gets `KeyExists`, never a
+ * silently replaced key.
  */
 // scrypt N=2^15, r=8: ~32 MiB and ~80 ms per unlock here — costly to brute-force, cheap enough
 // that every `dms` command may unlock the user key.
@@ -60,7 +66,9 @@ export class Keystore {
   }
 
   async create (context: string, passphrase: string, identity?: Identity): Promise<Identity> {
-    if (await this.exists(context)) throw new KeyExists(`a key for context '${context}' already exists (${this.path(context)})`, { context })
+    const exists = (): KeyExists => new KeyExists(`a key for context '${context}' already exists (${this.path(context)})`, { context })
+    if (await this.exists(context)) throw exists()
+    await this.checkPassphrase(passphrase)
     const id = identity ?? await newIdentity()
     const salt = randomBytes(16)
     const iv = randomBytes(12)
@@ -77,10 +85,36 @@ export class Keystore {
       ciphertext: ct.toString('base64')
     }
     await mkdir(this.dir, { recursive: true, mode: 0o700 })
-    const tmp = `${this.path(context)}.tmp-${process.pid}`
-    await writeFile(tmp, JSON.stringify(file, null, 2) + '\n', { mode: 0o600 })
-    await rename(tmp, this.path(context))
+    const tmp = `${this.path(context)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
+    await writeFile(tmp, JSON.stringify(file, null, 2) + '\n', { mode: 0o600, flag: 'wx' })
+    try {
+      // link() fails with EEXIST where rename() would replace: the first creator keeps its key.
+      await link(tmp, this.path(context))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw exists()
+      throw err
+    } finally {
+      await unlink(tmp).catch(() => {})
+    }
     return id
+  }
+
+  /**
+   * Throws `WrongPassphrase` unless `passphrase` opens this data dir's keys (checked on one of
+   * them: `dms`, else `user`, else the first listed). Passes when there is no key yet.
+   */
+  async checkPassphrase (passphrase: string): Promise<void> {
+    const contexts = (await this.list()).map(k => k.context)
+    const probe = ['dms', 'user'].find(c => contexts.includes(c)) ?? contexts[0]
+    if (probe === undefined) return
+    try {
+      await this.load(probe, passphrase)
+    } catch (err) {
+      if (err instanceof WrongPassphrase) {
+        throw new WrongPassphrase(`the passphrase does not open the keys of ${this.dir}: one data dir has one passphrase`, { context: probe })
+      }
+      throw err
+    }
   }
 
   async load (context: string, passphrase: string): Promise<Identity> {
@@ -102,7 +136,14 @@ export class Keystore {
   }
 
   async loadOrCreate (context: string, passphrase: string): Promise<Identity> {
-    return (await this.exists(context)) ? await this.load(context, passphrase) : await this.create(context, passphrase)
+    if (await this.exists(context)) return await this.load(context, passphrase)
+    try {
+      return await this.create(context, passphrase)
+    } catch (err) {
+      // Another process created it first: theirs is the key.
+      if (err instanceof KeyExists) return await this.load(context, passphrase)
+      throw err
+    }
   }
 
   async did (context: string): Promise<string> {

@@ -1,15 +1,16 @@
 import '../lib/polyfill.js'
 import { mkdir, rm, writeFile, rename } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { startApi } from '../api/server.js'
+import { startApi, type ApiServer } from '../api/server.js'
 import { readDaemonInfo, type DaemonInfo } from '../api/client.js'
 import { Keystore } from '../identity/keystore.js'
 import { getPassphrase } from '../identity/passphrase.js'
-import { Conflict, isDmsError } from '../lib/errors.js'
-import { createLogger } from '../lib/log.js'
+import { Conflict, isDmsError, type DmsError } from '../lib/errors.js'
+import { createLogger, type Logger } from '../lib/log.js'
 import { loadConfig, type ConfigInput } from './config.js'
-import { createNode } from './create-node.js'
-import { initDataDir } from './init.js'
+import { createNode, type Node } from './create-node.js'
+import { lockDataDir, type DataDirLock } from './data-dir-lock.js'
+import { INIT_LOCK_WAIT_MS, initDataDir } from './init.js'
 
 /** SIGINT/SIGTERM: exit 0 within this bound even if some part hangs while stopping. */
 const STOP_DEADLINE_MS = 4_500
@@ -18,31 +19,17 @@ export async function runDaemon (opts: { dataDir: string, flags: ConfigInput }):
   const t0 = performance.now()
   const dataDir = resolve(opts.dataDir)
   await mkdir(dataDir, { recursive: true, mode: 0o700 })
-  try {
-    const running = await readDaemonInfo(dataDir)
-    throw new Conflict(`a daemon (pid ${running.pid}) already runs on ${dataDir}; its API is ${running.api}`)
-  } catch (err) {
-    if (!isDmsError(err, 'NotRunning')) throw err
-  }
-  const config = await loadConfig(dataDir, opts.flags)
-  const log = createLogger('dms', config.logLevel)
-  const passphrase = await getPassphrase('unlock the node keys', { confirm: false })
-  const init = await initDataDir(dataDir, passphrase)
-  if (init.created.length > 0) log.info({ created: init.created, user: init.user }, 'created keys on first run; the user key is a root of this node')
-  const identity = await new Keystore(dataDir).load('dms', passphrase)
-
-  const node = await createNode({ dataDir, identity, config, log })
-  let api
-  try {
-    api = await startApi(node, { port: config.apiPort, maxBodyBytes: config.maxFrameBytes, log: log.child({ part: 'api' }) })
-  } catch (err) {
-    await node.stop()
-    throw err
-  }
-  const info: DaemonInfo = { peerId: node.peerId, did: node.did, addrs: node.addrs(), api: api.url, pid: process.pid }
+  // Held for the daemon's life: a second `dms run` on this dir is refused at once; a `dms init`
+  // setting the dir up is waited for. Released on exit; a kill -9 leaves it to be taken over.
+  const lock = await lockDataDir(dataDir, 'run', { waitMs: INIT_LOCK_WAIT_MS }).catch(async (err: unknown) => {
+    throw isDmsError(err, 'Conflict') && err.fields.purpose === 'run' ? await alreadyRunning(dataDir, err) : err
+  })
+  process.on('exit', () => { lock.releaseSync() })
   const infoPath = join(dataDir, 'daemon.json')
-  await writeFile(`${infoPath}.tmp`, JSON.stringify(info, null, 2) + '\n', { mode: 0o600 })
-  await rename(`${infoPath}.tmp`, infoPath)
+  const { log, node, api, info } = await start(dataDir, opts.flags, lock, infoPath).catch(async (err: unknown) => {
+    await lock.release()
+    throw err
+  })
   // `node`: the runtime's version, so that a log (and CI, which runs the daemons on Node 20 and
   // on 24) shows which Node a daemon really ran on. Local only: /public/status does not tell peers.
   log.info({ peerId: info.peerId, did: info.did, addrs: info.addrs, api: info.api, node: process.version, readyMs: Math.round(performance.now() - t0) }, 'dms node ready')
@@ -60,6 +47,7 @@ export async function runDaemon (opts: { dataDir: string, flags: ConfigInput }):
       await rm(infoPath, { force: true })
       await api.close().catch(() => {})
       await node.stop()
+      await lock.release()
       log.info('stopped')
       log.flush?.()
       process.exit(0)
@@ -76,4 +64,37 @@ export async function runDaemon (opts: { dataDir: string, flags: ConfigInput }):
   })
   process.on('SIGINT', () => { stop('SIGINT') })
   process.on('SIGTERM', () => { stop('SIGTERM') })
+}
+
+/** Everything from configuration to daemon.json, under the data dir lock the caller holds. */
+async function start (dataDir: string, flags: ConfigInput, lock: DataDirLock, infoPath: string): Promise<{ log: Logger, node: Node, api: ApiServer, info: DaemonInfo }> {
+  const config = await loadConfig(dataDir, flags)
+  const log = createLogger('dms', config.logLevel)
+  const passphrase = await getPassphrase('unlock the node keys', { confirm: false })
+  const init = await initDataDir(dataDir, passphrase, { lock })
+  if (init.created.length > 0) log.info({ created: init.created, user: init.user }, 'created keys on first run; the user key is a root of this node')
+  const identity = await new Keystore(dataDir).load('dms', passphrase)
+
+  const node = await createNode({ dataDir, identity, config, log })
+  let api: ApiServer
+  try {
+    api = await startApi(node, { port: config.apiPort, maxBodyBytes: config.maxFrameBytes, log: log.child({ part: 'api' }) })
+  } catch (err) {
+    await node.stop()
+    throw err
+  }
+  const info: DaemonInfo = { peerId: node.peerId, did: node.did, addrs: node.addrs(), api: api.url, pid: process.pid }
+  await writeFile(`${infoPath}.tmp`, JSON.stringify(info, null, 2) + '\n', { mode: 0o600 })
+  await rename(`${infoPath}.tmp`, infoPath)
+  return { log, node, api, info }
+}
+
+/** The refusal of a second `dms run`, naming the running daemon's API when it has written it. */
+async function alreadyRunning (dataDir: string, err: DmsError): Promise<DmsError> {
+  try {
+    const running = await readDaemonInfo(dataDir)
+    return new Conflict(`a daemon (pid ${running.pid}) already runs on ${dataDir}; its API is ${running.api}`, err.fields)
+  } catch {
+    return err
+  }
 }

@@ -91,13 +91,18 @@ export async function writeAnchors (dataDir: string, context: string, anchors: A
 // One writer at a time per file within this process: read-modify-write must not interleave.
 const locks = new Map<string, Promise<unknown>>()
 
-/** Read-modify-write of a context's anchors, serialized per file. Returns the new anchors. */
-export async function mutateAnchors (dataDir: string, context: string, fn: (a: Anchors) => Anchors | Promise<Anchors>): Promise<Anchors> {
+/**
+ * Read-modify-write of a context's anchors, serialized per file. Returns the new anchors.
+ * `written` is called the moment the new file is in place, still inside the serialized section:
+ * a live view (ContextTrust) orders its reloads against that instant.
+ */
+export async function mutateAnchors (dataDir: string, context: string, fn: (a: Anchors) => Anchors | Promise<Anchors>, written?: () => void): Promise<Anchors> {
   const path = anchorsPath(dataDir, context)
   const prev = locks.get(path) ?? Promise.resolve()
   const run = prev.catch(() => {}).then(async () => {
     const next = await fn(await readAnchors(dataDir, context))
     await writeAnchors(dataDir, context, next)
+    written?.()
     return next
   })
   locks.set(path, run)

@@ -65,6 +65,8 @@ export interface ContextTrustInit {
   context: string
   selfDid?: string
   log?: Logger
+  /** Reads the context's file (default `readAnchors`); tests hold a read to order it against a change. */
+  read?: (dataDir: string, context: string) => Promise<Anchors>
 }
 
 /**
@@ -72,6 +74,12 @@ export interface ContextTrustInit {
  * before it resolves; edits of the file by another process (the CLI) are picked up through
  * `fs.watch` on the caps directory (the file is replaced by rename, so the directory is what is
  * watched). Listeners hear every change, so caches that depend on anchors can drop entries.
+ *
+ * Reloads and changes are ordered by tickets: a reload takes one just before it reads the file,
+ * a change just after its new file is in place, and a result is put in force only if no later
+ * ticket is in force already. So a reload that read the file before a change, and finishes its
+ * (asynchronous) index after it, is dropped instead of restoring the old anchors; one that read
+ * after the change carries it. Neither waits for the other.
  */
 export class ContextTrust {
   readonly dataDir: string
@@ -84,12 +92,17 @@ export class ContextTrust {
   private watcher: FSWatcher | undefined
   private reloading: Promise<void> | undefined
   private dirty = false
+  private readonly read: (dataDir: string, context: string) => Promise<Anchors>
+  /** Last ticket handed out, and the ticket of the anchors in force (see the class comment). */
+  private issued = 0
+  private inForce = 0
 
   constructor (init: ContextTrustInit) {
     this.dataDir = init.dataDir
     this.context = init.context
     this.selfDid = init.selfDid
     this.log = init.log ?? silentLogger()
+    this.read = init.read ?? readAnchors
     if (init.selfDid !== undefined) this.idx = { ...this.idx, roots: new Set([init.selfDid]) }
   }
 
@@ -110,8 +123,9 @@ export class ContextTrust {
     this.reloading = (async () => {
       do {
         this.dirty = false
+        const ticket = ++this.issued
         try {
-          await this.apply(await readAnchors(this.dataDir, this.context))
+          await this.apply(await this.read(this.dataDir, this.context), ticket)
         } catch (err) {
           // A half-edited or broken file must not leave the node without anchors: keep the last good set.
           this.log.error({ err, context: this.context }, 'could not reload the anchors; keeping the previous ones')
@@ -123,13 +137,20 @@ export class ContextTrust {
 
   /** Read-modify-write of the file; the new anchors are in force when this resolves. */
   async mutate (fn: (a: Anchors) => Anchors | Promise<Anchors>): Promise<Anchors> {
-    const next = await mutateAnchors(this.dataDir, this.context, fn)
-    await this.apply(next)
+    let ticket = 0
+    const next = await mutateAnchors(this.dataDir, this.context, fn, () => { ticket = ++this.issued })
+    await this.apply(next, ticket)
     return next
   }
 
-  private async apply (anchors: Anchors): Promise<void> {
+  /**
+   * Puts `anchors` in force unless a later ticket already is. (A later one read or wrote the file
+   * after this one's read or write, so it holds this change too, or one made after it.)
+   */
+  private async apply (anchors: Anchors, ticket: number): Promise<void> {
     const idx = await buildIndex(anchors, { selfDid: this.selfDid, log: this.log })
+    if (ticket < this.inForce) return
+    this.inForce = ticket
     this.current = anchors
     this.idx = idx
     for (const fn of this.listeners) fn()

@@ -19,7 +19,7 @@ export interface MachineServicesInit {
   sweepIntervalMs?: number
   /** GPU tools to run (default `nvidia-smi` and `rocm-smi` from PATH; false skips one). */
   gpuCommands?: GpuCommands
-  /** Environment the GPU tools run with (default process.env). */
+  /** The daemon's environment (default process.env); GPU tools get only `childEnv` of it. */
   env?: NodeJS.ProcessEnv
   /** fsync each ledger/port/state batch (default true). */
   syncWrites?: boolean
@@ -53,14 +53,20 @@ export function createMachineServices (init: MachineServicesInit, components: Ma
     { log: log.child({ service: 'hardware' }), clock })
 
   // The state and the ledger refer to each other through these closures only: the ledger asks
-  // whether new work is admitted; the state asks how many allocations still run.
+  // whether work is admitted (a reservation is new work; a commit keeps a promise, refused once
+  // the node is stopping); the state asks what is still in flight — allocations and live
+  // reservations, since a reservation can still become an allocation until it ends.
   let resources: ResourceManager | undefined
+  const inFlight = (): number => {
+    const s = resources?.snapshot()
+    return s === undefined ? 0 : s.allocations.length + s.reservations.length
+  }
   const nodeState = createNodeStateService(
     { syncWrites },
-    { db, log: log.child({ service: 'node-state' }), clock, running: () => resources?.snapshot().allocations.length ?? 0 })
+    { db, log: log.child({ service: 'node-state' }), clock, running: inFlight })
   resources = createResourceManager(
     { sweepIntervalMs: init.sweepIntervalMs, syncWrites },
-    { db, log: log.child({ service: 'resources' }), clock, capacity: async () => await hardware.capacity(), admission: () => nodeState.refusal() })
+    { db, log: log.child({ service: 'resources' }), clock, capacity: async () => await hardware.capacity(), admission: (kind) => nodeState.refusal(kind) })
   const ledger = resources
   const ports = createPortAllocator({ range: init.ports, syncWrites }, { db, log: log.child({ service: 'ports' }), clock })
 
@@ -80,7 +86,7 @@ export function createMachineServices (init: MachineServicesInit, components: Ma
         for (const s of started.splice(0)) await s.stop()
         throw err
       }
-      // When an allocation ends, a stopping node may now be done.
+      // When an allocation or reservation ends (released, expired and swept), a stopping node may now be done.
       unsubscribe = ledger.onChange(() => {
         nodeState.checkDrained().catch((err: unknown) => { log.error({ err }, 'node state drain check failed') })
       })

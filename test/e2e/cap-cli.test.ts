@@ -70,6 +70,7 @@ describe('dms cap (CLI)', () => {
   })
 
   it('cap grant with --expiry and with --duration prints a summary, then the token alone on the last line', async () => {
+    const before = Date.now()
     const [fixed, relative] = await Promise.all([
       d.cli(['cap', 'grant', did.ops, '--cap', '/dms/node/peers', '--expiry', '2030-01-31T12:00:00Z']),
       d.cli(['cap', 'grant', did.ops, '--cap', '/dms/node/peers', '--cap', '/broadcast', '--topic', '/nunet', '--audience', node, '--depth', '2', '--duration', '1h'])
@@ -82,7 +83,11 @@ describe('dms cap (CLI)', () => {
     expect(a.tokens[0]).toMatch(/^eyJ[\w-]+\.[\w-]+\.[\w-]+$/)
     const b = issued(relative)
     expect(b.views[0]).toMatchObject({ capabilities: ['/dms/node/peers', '/broadcast'], topics: ['/nunet'], node, depth: 2, links: 1 })
-    expect(Math.abs(Date.parse(b.views[0].expiry) - (Date.now() + 3_600_000))).toBeLessThan(60_000)
+    // --duration counts from when the command ran: between the calls' start and end (whole seconds)
+    const after = Date.now()
+    const expiry = Date.parse(b.views[0].expiry)
+    expect(expiry).toBeGreaterThanOrEqual(Math.floor((before + 3_600_000) / 1000) * 1000)
+    expect(expiry).toBeLessThanOrEqual(Math.ceil((after + 3_600_000) / 1000) * 1000)
 
     const bad = await Promise.all([
       ['--cap', LIST, '--expiry', '2030-01-31T12:00:00Z', '--duration', '1h'], // both

@@ -1,6 +1,7 @@
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { newIdentity } from '../../src/identity/identity.js'
 import { cleanup, dms, dmsJson, eventually, startDaemon, tempDir, type Daemon } from './harness.js'
 
 /**
@@ -75,7 +76,12 @@ describe('dms foundation (CLI + daemons)', () => {
 
   it('peers/ping measures a round trip, and refuses to ping itself', async () => {
     const r = await a.cliJson(['actor', 'cmd', '/dms/node/peers/ping', '--data', JSON.stringify({ peer: b.info.peerId })])
-    expect(r.rttMs).toBeGreaterThanOrEqual(0)
+    expect(r).toEqual({ rttMs: expect.any(Number) })
+    // The figure comes from an exchange with the peer: one no one knows gets a typed refusal instead.
+    const nobody = (await newIdentity()).peerId
+    const none = await a.cli(['actor', 'cmd', '/dms/node/peers/ping', '--data', JSON.stringify({ peer: nobody }), '--timeout', '20s'])
+    expect(none.code).toBe(1)
+    expect(none.stderr).toMatch(/^(Unreachable|Timeout): /)
     const self = await a.cli(['actor', 'cmd', '/dms/node/peers/ping', '--data', JSON.stringify({ peer: a.info.peerId })])
     expect(self.code).toBe(1)
     expect(self.stderr).toMatch(/^BadRequest: /)
@@ -89,7 +95,9 @@ describe('dms foundation (CLI + daemons)', () => {
   })
 
   it('answers refusals at once with typed errors on stderr and exit 1', async () => {
-    const started = Date.now()
+    // Each call allows 60 s. A refusal that was dropped instead of answered would end as
+    // `Timeout` at that deadline (and run past this test's own timeout): the typed names below
+    // can only come from the daemon's replies.
     const unauthorized = await a.cli(['actor', 'cmd', '/dms/node/peers/list', '--dest', b.info.peerId, '--timeout', '60s'])
     expect(unauthorized.code).toBe(1)
     expect(unauthorized.stderr).toMatch(/^Unauthorized: /)
@@ -101,8 +109,6 @@ describe('dms foundation (CLI + daemons)', () => {
     expect(bad.stderr).toMatch(/^BadRequest: /)
     const notJson = await a.cli(['actor', 'cmd', '/public/status', '--data', '{nope'])
     expect(notJson.stderr).toMatch(/^InvalidArgument: /)
-    // none of them waited for its 60 s deadline
-    expect(Date.now() - started).toBeLessThan(45_000)
     // and the daemon still serves
     expect((await a.cliJson(['actor', 'cmd', '/public/status'])).status).toBe('running')
   })
@@ -139,11 +145,19 @@ describe('dms foundation (CLI + daemons)', () => {
     expect(help.stdout).toContain('/public/status')
   })
 
-  it('stops gracefully on SIGTERM (exit 0 within 5 s) and a restart keeps identity and peer book', async () => {
+  it('stops gracefully on SIGTERM (every part stopped, files removed, exit 0) and a restart keeps identity and peer book', async () => {
     const before = a.info
-    const t = Date.now()
+    // 'close' comes after the exit and the end of the daemon's output: every log line is in.
+    const closed = new Promise<void>(resolve => a.proc.once('close', () => { resolve() }))
     expect(await a.stop()).toBe(0)
-    expect(Date.now() - t).toBeLessThan(5_000)
+    await closed
+    const said = a.logs.map(l => l.msg)
+    // exit 0 alone would not tell: a stop that hangs is cut short at its deadline with exit 0 too
+    expect(said).toContain('stopping')
+    expect(said.slice(said.indexOf('stopping'))).toContain('stopped')
+    expect(said).not.toContain('stop took too long; exiting anyway')
+    await expect(stat(join(a.dataDir, 'daemon.json'))).rejects.toMatchObject({ code: 'ENOENT' })
+    await expect(stat(join(a.dataDir, 'lock'))).rejects.toMatchObject({ code: 'ENOENT' })
     a = await startDaemon({ dataDir: a.dataDir })
     expect(a.info.peerId).toBe(before.peerId)
     expect(a.info.did).toBe(before.did)

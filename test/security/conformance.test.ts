@@ -6,8 +6,8 @@ import { tokenId, verifyToken } from '../../src/security/ucan.js'
 import { NOW } from './helpers.js'
 
 /**
- * UCAN 0.8.1 spec fixtures (github.com/ucan-wg/spec fixtures/0.8.1, read in place; see
- * ../shared/ucan-fixtures/PROVENANCE.md) through dms's token verification (`verifyToken`:
+ * UCAN 0.8.1 spec fixtures (github.com/ucan-wg/spec fixtures/0.8.1, vendored under
+ * test/fixtures/ucan with their origin and licences in its PROVENANCE.md) through dms's token verification (`verifyToken`:
  * structure, alg, did:key, signature, time, proof addressing and lifetime nesting).
  *
  * Expected counts, with every deviation named (specs/capabilities.md, "Conformance"):
@@ -17,7 +17,8 @@ import { NOW } from './helpers.js'
  *   (2030-01-01), so they are refused as `not-yet-valid`.
  * - invalid.json: 40 of 40 refused.
  */
-const FIXTURES = join(process.cwd(), '..', 'shared', 'ucan-fixtures', 'spec-0.8.1')
+// Inside the repository, found from this file (not the working directory): a fresh clone anywhere runs it.
+const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'ucan', 'spec-0.8.1')
 
 interface Fixture { comment: string, token: string }
 const load = (name: string): Fixture[] => JSON.parse(readFileSync(join(FIXTURES, name), 'utf8')) as Fixture[]

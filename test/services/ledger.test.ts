@@ -17,16 +17,17 @@ describe('resource ledger', () => {
   let t: TempDb
   let clock: ReturnType<typeof manualClock>
   let rm: ResourceManager
-  let admission: string | null
+  /** The refusal of new work (reservations) and of promised work (commits), as the node state gives them. */
+  let admission: { new: string | null, promised: string | null }
 
   const make = (init: ResourceManagerInit = {}): ResourceManager => createResourceManager(
     { syncWrites: false, ...init },
-    { db: t.db, log, clock: clock.now, capacity: async () => MACHINE, admission: () => admission })
+    { db: t.db, log, clock: clock.now, capacity: async () => MACHINE, admission: (kind) => admission[kind] })
 
   beforeEach(async () => {
     t = await tempDb()
     clock = manualClock()
-    admission = null
+    admission = { new: null, promised: null }
     rm = make()
     await rm.start()
   })
@@ -126,7 +127,7 @@ describe('resource ledger', () => {
     expect((await caught(rm.reserve('has space', {}, 1000))).name).toBe('InvalidArgument')
     expect((await caught(rm.reserve('b', {}, 0))).name).toBe('InvalidArgument')
     expect((await caught(rm.reserve('b', { cpuCores: -1 }, 10))).name).toBe('InvalidArgument')
-    admission = 'node is standby'
+    admission = { new: 'node is standby', promised: null }
     const e = await caught(rm.reserve('b', { cpuCores: 1 }, 1000))
     expect(e.name).toBe('InvalidState')
     // A promise already made is kept in standby: commit is not new work.

@@ -66,9 +66,10 @@ export interface GpuCommands {
 /**
  * Runs the vendor tools that are present and returns every device. A tool that is absent
  * (ENOENT) means no such GPUs; one that fails or times out is logged and counted as none, so a
- * broken driver never stops the node from starting.
+ * broken driver never stops the node from starting. `env` is the tools' whole environment:
+ * build it with `childEnv` (src/lib/child-env.ts), never pass the daemon's own.
  */
-export async function detectGpus (commands: GpuCommands, env: NodeJS.ProcessEnv, log: Logger, timeoutMs = GPU_COMMAND_TIMEOUT_MS): Promise<DetectedGpu[]> {
+export async function detectGpus (commands: GpuCommands, env: Readonly<Record<string, string>>, log: Logger, timeoutMs = GPU_COMMAND_TIMEOUT_MS): Promise<DetectedGpu[]> {
   const nvidia = commands.nvidia ?? 'nvidia-smi'
   const rocm = commands.rocm ?? 'rocm-smi'
   const [n, a] = await Promise.all([
@@ -78,7 +79,7 @@ export async function detectGpus (commands: GpuCommands, env: NodeJS.ProcessEnv,
   return [...n.sort((x, y) => x.vendorIndex - y.vendorIndex), ...a]
 }
 
-async function run (cmd: string, args: readonly string[], env: NodeJS.ProcessEnv, log: Logger, timeoutMs: number): Promise<string | null> {
+async function run (cmd: string, args: readonly string[], env: Readonly<Record<string, string>>, log: Logger, timeoutMs: number): Promise<string | null> {
   return await new Promise(resolve => {
     // execFile looks the command up on options.env.PATH, so a PATH given here is the one used.
     execFile(cmd, [...args], { env, timeout: timeoutMs, maxBuffer: GPU_COMMAND_MAX_BUFFER, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {

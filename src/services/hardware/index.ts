@@ -3,6 +3,7 @@ import { arch, cpus } from 'node:os'
 import { dirname, resolve } from 'node:path'
 import * as si from 'systeminformation'
 import { z } from 'zod'
+import { childEnv } from '../../lib/child-env.js'
 import type { Logger } from '../../lib/log.js'
 import { GpuSchema, type ResourceVector } from '../resources/vector.js'
 import { GPU_COMMAND_TIMEOUT_MS } from './constants.js'
@@ -73,7 +74,10 @@ export interface HardwareInit {
   /** Vendor GPU tools to run (defaults `nvidia-smi`, `rocm-smi` looked up on PATH). */
   gpuCommands?: GpuCommands
   gpuTimeoutMs?: number
-  /** Environment the GPU tools run with (PATH decides which binary runs); default process.env. */
+  /**
+   * The daemon's environment (default process.env). The GPU tools do not get it: they run with
+   * `childEnv` of it — its PATH (which decides the binary that runs) and the C locale, no secret.
+   */
   env?: NodeJS.ProcessEnv
 }
 
@@ -88,7 +92,8 @@ class Hardware implements HardwareService {
   private readonly dataDir: string
   private readonly gpuCommands: GpuCommands
   private readonly gpuTimeoutMs: number
-  private readonly env: NodeJS.ProcessEnv
+  /** What the GPU tools run with: derived once, never the daemon's own environment. */
+  private readonly toolEnv: Record<string, string>
   private readonly log: Logger
   private readonly clock: () => number
   private cached: Promise<HardwareSpec> | undefined
@@ -97,7 +102,7 @@ class Hardware implements HardwareService {
     this.dataDir = resolve(init.dataDir ?? '.')
     this.gpuCommands = init.gpuCommands ?? {}
     this.gpuTimeoutMs = init.gpuTimeoutMs ?? GPU_COMMAND_TIMEOUT_MS
-    this.env = init.env ?? process.env
+    this.toolEnv = childEnv(init.env ?? process.env)
     this.log = components.log
     this.clock = components.clock ?? Date.now
   }
@@ -122,7 +127,7 @@ class Hardware implements HardwareService {
 
   private async detect (): Promise<HardwareSpec> {
     const [cpu, mem, disk, detected] = await Promise.all([
-      si.cpu(), si.mem(), this.disk(), detectGpus(this.gpuCommands, this.env, this.log, this.gpuTimeoutMs)
+      si.cpu(), si.mem(), this.disk(), detectGpus(this.gpuCommands, this.toolEnv, this.log, this.gpuTimeoutMs)
     ])
     const osCpus = cpus()
     return {

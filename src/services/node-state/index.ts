@@ -31,6 +31,14 @@ export const TRANSITIONS: Readonly<Record<NodeState, readonly NodeState[]>> = {
   stopped: ['ready', 'standby']
 }
 
+/**
+ * What is asked of the node: `new` work (a reservation: a new promise) is taken only when
+ * `ready`; a `promised` one (committing a reservation made earlier into an allocation) is kept in
+ * `ready` and `standby`, and refused once the node is `stopping` or `stopped`: a node on its way
+ * down starts nothing, and a reservation it still holds only waits to be released or to expire.
+ */
+export type Admission = 'new' | 'promised'
+
 export const LabelsSchema = z.record(z.string(), z.string())
 export type Labels = z.infer<typeof LabelsSchema>
 
@@ -42,11 +50,11 @@ export interface NodeStateService {
   get: () => NodeStatus
   /**
    * Moves to `state` if TRANSITIONS allows it (else `InvalidState`). `stopping` becomes `stopped`
-   * at once when nothing runs; `stopped` from `stopping` is refused while something still runs.
+   * at once when nothing is in flight (see `running`); `stopped` from `stopping` is refused while something is.
    */
   set: (state: NodeState) => Promise<NodeStatus & { previous: NodeState }>
-  /** Null when new work is admitted (state `ready`), else why not. */
-  refusal: () => string | null
+  /** Null when work of this kind (default `new`) is admitted now, else why not (see Admission). */
+  refusal: (kind?: Admission) => string | null
   /** Adds or replaces labels (all validated first; none applied if one is bad). */
   setLabels: (labels: Labels) => Promise<Labels>
   /** Removes labels by key; keys not present are ignored. */
@@ -68,7 +76,11 @@ export interface NodeStateComponents {
   db: Db
   log: Logger
   clock?: () => number
-  /** How many things still run (allocations); `stopping` waits for zero. Default: nothing runs. */
+  /**
+   * How much work is still in flight: allocations, and live reservations (a reservation may
+   * still become an allocation until it is released or expires, so a node holding one has not
+   * drained). `stopping` waits for zero. Default: nothing.
+   */
   running?: () => number
 }
 
@@ -131,8 +143,10 @@ class NodeStateImpl implements NodeStateService {
     return { state: this.current.state, since: this.current.since, labels: { ...this.labels } }
   }
 
-  refusal (): string | null {
-    return this.current.state === 'ready' ? null : `node is ${this.current.state}`
+  refusal (kind: Admission = 'new'): string | null {
+    const state = this.current.state
+    const admitted = kind === 'new' ? state === 'ready' : state === 'ready' || state === 'standby'
+    return admitted ? null : `node is ${state}`
   }
 
   async set (state: NodeState): Promise<NodeStatus & { previous: NodeState }> {
@@ -149,7 +163,7 @@ class NodeStateImpl implements NodeStateService {
         let next = state
         const busy = this.running()
         if (state === 'stopped' && busy > 0) {
-          throw new InvalidState(`cannot stop: ${busy} allocation(s) still run; the node becomes stopped when they end`, { from: previous, to: state, running: busy })
+          throw new InvalidState(`cannot stop: ${busy} allocation(s) or reservation(s) are still held; the node becomes stopped when they end`, { from: previous, to: state, running: busy })
         }
         if (state === 'stopping' && busy === 0) next = 'stopped'
         await this.transition(next)

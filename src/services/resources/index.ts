@@ -48,7 +48,10 @@ export interface ResourceManager {
   check: (request: ResourceRequest) => ResourceVector
   /** Promises resources to `id` until `ttlMs` from now; all dimensions or nothing. */
   reserve: (id: string, request: ResourceRequest, ttlMs: number) => Promise<Reservation>
-  /** Turns a live reservation into an allocation (idempotent for an already committed id). */
+  /**
+   * Turns a live reservation into an allocation (idempotent for an already committed id).
+   * Refused with `InvalidState` while the node is `stopping` or `stopped`.
+   */
   commit: (id: string) => Promise<Allocation>
   /**
    * Frees a reservation or an allocation. Idempotent: clean-up paths run again after restarts,
@@ -148,10 +151,10 @@ export interface ResourceManagerComponents {
   /** What the machine can offer now (hardware service), checked on onboarding. */
   capacity: () => Promise<ResourceVector>
   /**
-   * Whether new work is admitted (node state `ready`): returns null to admit, or the reason to
-   * refuse a reservation with `InvalidState`.
+   * Whether work is admitted now (the node state): `new` for a reservation, `promised` for
+   * committing one. Returns null to admit, or the reason to refuse with `InvalidState`.
    */
-  admission?: () => string | null
+  admission?: (kind: 'new' | 'promised') => string | null
 }
 
 const RESERVATION = 'reservation/'
@@ -168,7 +171,7 @@ class Ledger implements ResourceManager {
   private readonly log: Logger
   private readonly clock: () => number
   private readonly capacity: () => Promise<ResourceVector>
-  private readonly admission: () => string | null
+  private readonly admission: (kind: 'new' | 'promised') => string | null
   private readonly serial: Serial = createSerial()
   private readonly sweepIntervalMs: number
   private readonly syncWrites: boolean
@@ -377,8 +380,8 @@ class Ledger implements ResourceManager {
       throw new InvalidArgument(`reservation ttl must be in (0, ${MAX_RESERVATION_TTL_MS}] ms, got ${ttlMs}`, { ttlMs })
     }
     return await this.mutate(async () => {
-      const refusal = this.admission()
-      if (refusal !== null) throw new InvalidState(`not taking new work: ${refusal}`)
+      const refusal = this.admission('new')
+      if (refusal !== null) throw new InvalidState(`not taking new work: ${refusal}`, { id })
       if (this.onboarded === null) throw new NotOnboarded('this machine has not onboarded any resources')
       const now = this.clock()
       const existing = this.reservations.get(id)
@@ -401,6 +404,10 @@ class Ledger implements ResourceManager {
       if (done !== undefined) return done
       const r = this.reservations.get(id)
       if (r === undefined) throw new NotFound(`no reservation '${id}'`, { id })
+      // Checked in this queue, so the drain check (which counts the reservation as in flight)
+      // sees either the reservation or the allocation, never neither.
+      const refusal = this.admission('promised')
+      if (refusal !== null) throw new InvalidState(`not turning reservations into allocations: ${refusal}`, { id })
       const now = this.clock()
       if (r.expiresAt <= now) {
         await this.write([{ type: 'del', key: RESERVATION + id }])

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { CallInfo } from '../../../../src/actor/behavior.js'
 import type { Handle } from '../../../../src/actor/types.js'
 import type { Did } from '../../../../src/identity/did.js'
+import { newIdentity } from '../../../../src/identity/identity.js'
 import type { NodeInfo } from '../../../../src/node/info.js'
 import type { PeerService } from '../../../../src/network/peer-service.js'
 import { peerBehaviors } from '../../../../behaviors/node/peers/index.js'
@@ -64,13 +65,17 @@ describe('peer behaviours', () => {
     expect(self.response.parse(self.handler(s, {}, callFrom(a)))).toEqual({ id: a.net.peerId, did: a.identity.did, addrs: a.net.addrs() })
 
     const p = ping.response.parse(await ping.handler(s, { peer: b.net.peerId }, callFrom(a)))
-    expect(p.rttMs).toBeGreaterThanOrEqual(0)
+    expect(Number.isFinite(p.rttMs)).toBe(true)
+    // the figure comes from an exchange with the peer: a peer no one knows gets no figure, but a typed refusal
+    const stranger = (await newIdentity()).peerId
+    await expect(ping.handler(s, { peer: stranger }, callFrom(a, { signal: AbortSignal.timeout(10_000) }))).rejects.toMatchObject({ name: expect.stringMatching(/^(Unreachable|Timeout)$/) })
 
     const d = dht.response.parse(await dht.handler(s, {}, callFrom(a)))
     expect(d.mode).toBe('server')
 
     const sc = score.response.parse(await score.handler(s, {}, callFrom(a)))
-    expect(typeof sc.scores).toBe('object')
+    expect(sc.scores[b.net.peerId]).toEqual({ score: expect.any(Number), appScore: 0, behaviourPenalty: expect.any(Number), topics: expect.any(Number) })
+    expect(Object.keys(sc.scores)).not.toContain(a.net.peerId)
   })
 
   it('refuse bad input with typed errors', async () => {
