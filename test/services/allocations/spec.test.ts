@@ -35,7 +35,7 @@ describe('allocation spec', () => {
       [{ type: 'task', command: ['true'], env: { '1A': 'x' } }, 'spec.env.1A'],
       [{ type: 'task', command: ['true'], restart: { policy: 'always' } }, 'spec.restart.policy'],
       [{ type: 'task', command: ['true'], healthcheck: { type: 'tcp', port: 20000 } }, 'spec.healthcheck'],
-      [{ type: 'service', command: ['x'], ports: [{ host: 20000, container: 80 }] }, 'spec.ports.0.container'],
+      [{ type: 'service', command: ['x'], ports: [{ host: 20000, container: 80 }, { host: 20001, container: 80 }] }, 'spec.ports.1.container'],
       [{ type: 'service', command: ['x'], ports: [{ host: 20000, container: 20000 }, { host: 20000, container: 20000 }] }, 'spec.ports.1.host'],
       [{ type: 'service', command: ['x'], healthcheck: { type: 'http', port: 20001 }, ports: [{ host: 20000, container: 20000 }] }, 'spec.healthcheck.port'],
       [{ type: 'service', command: ['x'], restart: { policy: 'always', backoff: { baseMs: 500, maxMs: 100 } } }, 'spec.restart.backoff.maxMs'],
