@@ -62,15 +62,7 @@ export class Mailbox {
     if (this.closed) return 'closed'
     if (this.reading >= (this.limits.readers ?? MAILBOX_READERS)) return 'full'
     this.reading++
-    let pending: Promise<void> | undefined
-    try {
-      pending = job()
-    } catch (err) {
-      pending = undefined
-      this.onError(err)
-    }
-    if (pending === undefined) { this.reading--; this.handled++; return 'ok' }
-    pending.then(() => { this.reading--; this.handled++ }, (err: unknown) => { this.onError(err); this.reading--; this.handled++ })
+    this.execute(job, () => { this.reading--; this.handled++ }, () => { this.reading--; this.handled++ })
     return 'ok'
   }
 
@@ -94,6 +86,13 @@ export class Mailbox {
 
   private run (job: Job): void {
     this.running++
+    // Only a job that completes asynchronously needs to start those behind it; a synchronous
+    // one returns to `startQueued`'s loop (or to `admit`, whose caller had no queue behind it).
+    this.execute(job, () => { this.running--; this.handled++ }, () => { this.finished() })
+  }
+
+  /** Runs a job; a throw or rejection is reported, never thrown. `done` or `later` frees its slot. */
+  private execute (job: Job, done: () => void, later: () => void): void {
     let pending: Promise<void> | undefined
     try {
       pending = job()
@@ -101,14 +100,8 @@ export class Mailbox {
       pending = undefined
       this.onError(err)
     }
-    if (pending === undefined) {
-      this.running--
-      this.handled++
-      // Only a job that completes asynchronously needs to start those behind it; a synchronous
-      // one returns to `startQueued`'s loop (or to `admit`, whose caller had no queue behind it).
-      return
-    }
-    pending.then(() => { this.finished() }, (err: unknown) => { this.onError(err); this.finished() })
+    if (pending === undefined) { done(); return }
+    pending.then(later, (err: unknown) => { this.onError(err); later() })
   }
 
   private finished (): void {

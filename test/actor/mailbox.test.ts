@@ -96,4 +96,26 @@ describe('actor mailbox', () => {
     await closed
     expect(ran).toEqual([1, 2])
   })
+
+  it('runs read-only jobs beside a held slot, within their own bound', async () => {
+    const errors: unknown[] = []
+    const box = new Mailbox({ concurrency: 1, capacity: 0, readers: 2 }, err => { errors.push(err) })
+    let release!: () => void
+    const held = new Promise<void>(resolve => { release = resolve })
+    expect(box.admit(async () => { await held }, noRefuse)).toBe('ok')
+    expect(box.admit(() => undefined, noRefuse)).toBe('full')
+    let reads = 0
+    let endReaders!: () => void
+    const readersHeld = new Promise<void>(resolve => { endReaders = resolve })
+    expect(box.admitReader(() => { reads++; return undefined })).toBe('ok') // while the slot is held
+    expect(box.admitReader(async () => { await readersHeld })).toBe('ok')
+    expect(box.admitReader(async () => { await readersHeld })).toBe('ok')
+    expect(box.admitReader(() => undefined)).toBe('full')
+    expect(reads).toBe(1)
+    endReaders()
+    release()
+    await box.close('drain')
+    expect(box.admitReader(() => undefined)).toBe('closed')
+    expect(errors).toEqual([])
+  })
 })
