@@ -32,7 +32,7 @@ export const behaviors = [
  * own the state and handle one message at a time (src/services/machine-actors.ts).
  */
 export const resourceManagerBehaviors = resourceBehaviors.filter(b =>
-  ['/dms/node/onboarding/onboard', '/dms/node/onboarding/offboard', '/dms/node/resources/reserve', '/dms/node/resources/commit', '/dms/node/resources/release'].includes(b.path))
+  ['/dms/node/onboarding/onboard', '/dms/node/onboarding/offboard', '/dms/node/resources/reserve', '/dms/node/resources/reserve-all', '/dms/node/resources/commit', '/dms/node/resources/release'].includes(b.path))
 export const portAllocatorBehaviors = [portsReserve, portsRelease, portsList] as const
 
 export type BehaviorPath = (typeof behaviors)[number]['path']

@@ -1,5 +1,5 @@
 import type { Actor } from '../actor/actor.js'
-import type { ResourceManager } from './resources/index.js'
+import type { Reservation, ResourceManager } from './resources/index.js'
 import type { PortAllocator } from './ports/index.js'
 
 /**
@@ -32,6 +32,7 @@ export function ledgerThroughActor (ledger: ResourceManager, owner: Owner): Reso
     onboard: async (request, opts) => await ask(owner, '/dms/node/onboarding/onboard', { ...request, force: opts?.force }),
     offboard: async (opts) => await ask(owner, '/dms/node/onboarding/offboard', { force: opts?.force }),
     reserve: async (id, request, ttlMs) => await ask(owner, '/dms/node/resources/reserve', { id, resources: request, ttlMs }),
+    reserveAll: async (items, ttlMs) => (await ask<{ reservations: Reservation[] }>(owner, '/dms/node/resources/reserve-all', { items: items.map(i => ({ id: i.id, resources: i.request })), ttlMs })).reservations,
     commit: async (id) => await ask(owner, '/dms/node/resources/commit', { id }),
     release: async (id) => await ask(owner, '/dms/node/resources/release', { id })
   }

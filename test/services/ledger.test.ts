@@ -46,6 +46,23 @@ describe('resource ledger', () => {
     expect(rm.snapshot().free).toEqual(s.resources)
   })
 
+  it('reserves several ids as one operation: all of them, or none with the first that does not fit named', async () => {
+    await rm.onboard({ cpuCores: 2, ramBytes: 4 * GiB, diskBytes: 20 * GiB, gpus: [] })
+    const e = await caught(rm.reserveAll([{ id: 'a', request: { cpuCores: 1.5 } }, { id: 'b', request: { cpuCores: 1 } }], 60_000))
+    expect(e).toMatchObject({ name: 'InsufficientResources' })
+    expect(e.message).toContain("'b'")
+    expect(rm.snapshot().reservations).toEqual([])
+    const made = await rm.reserveAll([{ id: 'a', request: { cpuCores: 1 } }, { id: 'b', request: { cpuCores: 1, ramBytes: GiB } }], 60_000)
+    expect(made.map(r => r.id)).toEqual(['a', 'b'])
+    expect(rm.snapshot().free.cpuCores).toBe(0)
+    expect((await caught(rm.reserveAll([{ id: 'c', request: {} }, { id: 'c', request: {} }], 60_000))).name).toBe('InvalidArgument')
+    // what one batch wrote, a restart reads back whole
+    await rm.stop()
+    rm = make()
+    await rm.start()
+    expect(rm.snapshot().reservations.map(r => r.id)).toEqual(['a', 'b'])
+  })
+
   it('refuses onboarding more than the machine has, naming the figures', async () => {
     const e = await caught(rm.onboard({ cpuCores: 64, ramBytes: GiB, diskBytes: GiB }))
     expect(e.name).toBe('InsufficientResources')

@@ -10,6 +10,7 @@ import resourcesLedger from '../resources/ledger.js'
 import resourcesOnboarded from '../resources/onboarded.js'
 import resourcesRelease from '../resources/release.js'
 import resourcesReserve from '../resources/reserve.js'
+import resourcesReserveAll from '../resources/reserve-all.js'
 import stateSet from '../state/set.js'
 import status from '../status.js'
 import offboard from './offboard.js'
@@ -27,6 +28,7 @@ export const resourceBehaviors = [
   resourcesFree,
   resourcesLedger,
   resourcesReserve,
+  resourcesReserveAll,
   resourcesCommit,
   resourcesRelease,
   stateSet,

@@ -170,14 +170,14 @@ class Provider implements ProviderService {
       const expiresAt = now + req.ttlMs
       const done: CommitRecord['allocations'] = []
       try {
-        for (const a of req.allocations) {
-          const id = `${req.ensembleId}.${a.name}`
-          const reservation = await this.c.resources.reserve(id, a.resources, req.ttlMs)
-          done.push({ name: a.name, id, resources: reservation.resources, ports: [] })
+        // one ledger operation for the whole commit: all reservations or none
+        const reservations = await this.c.resources.reserveAll(req.allocations.map(a => ({ id: `${req.ensembleId}.${a.name}`, request: a.resources })), req.ttlMs)
+        for (const [i, a] of req.allocations.entries()) done.push({ name: a.name, id: reservations[i].id, resources: reservations[i].resources, ports: [] })
+        for (const [i, a] of req.allocations.entries()) {
           const fixed = a.ports.filter(p => p.public !== undefined).map(p => p.public as number)
-          const leased = await this.c.ports.reserve(id, { ports: fixed, dynamic: a.ports.length - fixed.length })
+          const leased = await this.c.ports.reserve(done[i].id, { ports: fixed, dynamic: a.ports.length - fixed.length })
           const free = leased.filter(p => !fixed.includes(p))
-          done[done.length - 1].ports = a.ports.map(p => ({ private: p.private, public: p.public ?? (free.shift() as number), protocol: p.protocol }))
+          done[i].ports = a.ports.map(p => ({ private: p.private, public: p.public ?? (free.shift() as number), protocol: p.protocol }))
         }
         const record: CommitRecord = { ensembleId: req.ensembleId, owner, createdAt: now, expiresAt, allocated: false, allocations: done }
         await this.sub.put(req.ensembleId, record)

@@ -49,6 +49,11 @@ export interface ResourceManager {
   /** Promises resources to `id` until `ttlMs` from now; all dimensions or nothing. */
   reserve: (id: string, request: ResourceRequest, ttlMs: number) => Promise<Reservation>
   /**
+   * Several reservations (a deployment's allocations) as one ledger operation: one batch, all of
+   * them or none; the first that does not fit names itself in the refusal.
+   */
+  reserveAll: (items: ReadonlyArray<{ id: string, request: ResourceRequest }>, ttlMs: number) => Promise<Reservation[]>
+  /**
    * Turns a live reservation into an allocation (idempotent for an already committed id).
    * Refused with `InvalidState` while the node is `stopping` or `stopped`.
    */
@@ -375,25 +380,35 @@ class Ledger implements ResourceManager {
   // ---- reservations and allocations ----
 
   async reserve (id: string, request: ResourceRequest, ttlMs: number): Promise<Reservation> {
-    checkId(id)
+    return (await this.reserveAll([{ id, request }], ttlMs))[0]
+  }
+
+  async reserveAll (items: ReadonlyArray<{ id: string, request: ResourceRequest }>, ttlMs: number): Promise<Reservation[]> {
+    for (const { id } of items) checkId(id)
+    if (new Set(items.map(i => i.id)).size !== items.length) throw new InvalidArgument('an id is named twice in one reservation', { ids: items.map(i => i.id) })
     if (!Number.isFinite(ttlMs) || ttlMs <= 0 || ttlMs > MAX_RESERVATION_TTL_MS) {
       throw new InvalidArgument(`reservation ttl must be in (0, ${MAX_RESERVATION_TTL_MS}] ms, got ${ttlMs}`, { ttlMs })
     }
     return await this.mutate(async () => {
       const refusal = this.admission('new')
-      if (refusal !== null) throw new InvalidState(`not taking new work: ${refusal}`, { id })
+      if (refusal !== null) throw new InvalidState(`not taking new work: ${refusal}`, { id: items[0]?.id })
       if (this.onboarded === null) throw new NotOnboarded('this machine has not onboarded any resources')
       const now = this.clock()
-      const existing = this.reservations.get(id)
-      // An expired reservation's id is free to reuse; its record is overwritten in the same batch.
-      if ((existing !== undefined && existing.expiresAt > now) || this.allocations.has(id)) {
-        throw new Conflict(`id '${id}' already holds resources`, { id })
+      let free = this.rawFree(now)
+      const made: Reservation[] = []
+      for (const { id, request } of items) {
+        const existing = this.reservations.get(id)
+        // An expired reservation's id is free to reuse; its record is overwritten in the same batch.
+        if ((existing !== undefined && existing.expiresAt > now) || this.allocations.has(id)) {
+          throw new Conflict(`id '${id}' already holds resources`, { id })
+        }
+        const resources = resolve(request, free, `reservation '${id}'`)
+        free = subtract(free, resources)
+        made.push({ id, resources, createdAt: now, expiresAt: now + ttlMs })
       }
-      const resources = resolve(request, this.rawFree(now), `reservation '${id}'`)
-      const reservation: Reservation = { id, resources, createdAt: now, expiresAt: now + ttlMs }
-      await this.write([{ type: 'put', key: RESERVATION + id, value: reservation }])
-      this.reservations.set(id, reservation)
-      return reservation
+      await this.write(made.map(r => ({ type: 'put' as const, key: RESERVATION + r.id, value: r })))
+      for (const r of made) this.reservations.set(r.id, r)
+      return made
     })
   }
 
