@@ -88,7 +88,7 @@ describe('deployments on a provider node', () => {
     await call('/dms/allocation/start', {}, failed.handle)
     expect(await waitEnd(failed.handle)).toMatchObject({ status: 'failed', exitCode: 3 })
 
-    const svc = await deploy({ type: 'service', command: ['sh', '-c', 'echo ready; read x'], restart: { policy: 'never' } })
+    const svc = await deploy({ type: 'service', command: ['sh', '-c', 'echo ready; exec sleep 600'], restart: { policy: 'never' } })
     const first = call<{ data: string }>('/dms/allocation/logs', { wait: true }, svc.handle) // waits for output
     await call('/dms/allocation/start', {}, svc.handle)
     expect((await first).data).toBe('ready\n')

@@ -16,7 +16,7 @@ import {
   badRequestFrom, isTerminal, type AllocationRecord, type AllocationRuntime, type LogChunk, type LogStream
 } from '../allocations/index.js'
 import type { PortAllocator } from '../ports/index.js'
-import { ResourceVectorSchema, type ResourceManager } from '../resources/index.js'
+import { ResourceVectorSchema, ZERO, type ResourceManager } from '../resources/index.js'
 import { createSerial, type Serial } from '../serial.js'
 import { jsonSublevel, type JsonSublevel } from '../store.js'
 import {
@@ -168,23 +168,27 @@ class Provider implements ProviderService {
       }
       const now = this.clock()
       const expiresAt = now + req.ttlMs
-      const done: CommitRecord['allocations'] = []
+      const done: CommitRecord['allocations'] = req.allocations.map(a => ({ name: a.name, id: `${req.ensembleId}.${a.name}`, resources: ZERO, ports: [] }))
+      // The record goes first: should the daemon die half-way, the commit is found at the next
+      // start, unallocated, and released when it expires (ports included, which never expire).
+      const record: CommitRecord = { ensembleId: req.ensembleId, owner, createdAt: now, expiresAt, allocated: false, allocations: done }
+      await this.sub.put(req.ensembleId, record)
       try {
         // one ledger operation for the whole commit: all reservations or none
-        const reservations = await this.c.resources.reserveAll(req.allocations.map(a => ({ id: `${req.ensembleId}.${a.name}`, request: a.resources })), req.ttlMs)
-        for (const [i, a] of req.allocations.entries()) done.push({ name: a.name, id: reservations[i].id, resources: reservations[i].resources, ports: [] })
+        const reservations = await this.c.resources.reserveAll(done.map((d, i) => ({ id: d.id, request: req.allocations[i].resources })), req.ttlMs)
+        for (const [i, r] of reservations.entries()) done[i].resources = r.resources
         for (const [i, a] of req.allocations.entries()) {
           const fixed = a.ports.filter(p => p.public !== undefined).map(p => p.public as number)
           const leased = await this.c.ports.reserve(done[i].id, { ports: fixed, dynamic: a.ports.length - fixed.length })
           const free = leased.filter(p => !fixed.includes(p))
           done[i].ports = a.ports.map(p => ({ private: p.private, public: p.public ?? (free.shift() as number), protocol: p.protocol }))
         }
-        const record: CommitRecord = { ensembleId: req.ensembleId, owner, createdAt: now, expiresAt, allocated: false, allocations: done }
         await this.sub.put(req.ensembleId, record)
         this.commits.set(req.ensembleId, record)
       } catch (err) {
         // all or nothing: what was reserved for this commit is released before the refusal
         for (const d of done) await this.releaseReservation(d.id)
+        await this.sub.del(req.ensembleId)
         throw err
       }
       return { ensembleId: req.ensembleId, expiresAt, allocations: done.map(d => ({ name: d.name, id: d.id, ports: d.ports })) }
