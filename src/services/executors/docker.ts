@@ -6,8 +6,8 @@ import Docker from 'dockerode'
 import { BadRequest, Conflict, DmsError, ExecutorUnavailable, InvalidConfig, InvalidState, NotFound, NotRunning, PortUnavailable, Timeout } from '../../lib/errors.js'
 import type { Logger } from '../../lib/log.js'
 import {
-  COMMAND_CACHE_SIZE, DEFAULT_CONTAINER_PATH, DEFAULT_DOCKER_HOST, DEFAULT_HOST_IP, EXEC_MAX_OUTPUT_BYTES, LABEL_ALLOCATION, LABEL_DIR, LABEL_NODE, LABEL_STDERR,
-  LABEL_STDOUT, LOG_DRAIN_TIMEOUT_MS, LOG_STATE_FILE, MIN_MEMORY_BYTES, NAME_ID_CHARS, PROBE_TIMEOUT_MS, REQUEST_TIMEOUT_MS
+  COMMAND_CACHE_SIZE, COMMAND_LOOKUP_TIMEOUT_MS, DEFAULT_CONTAINER_PATH, DEFAULT_DOCKER_HOST, DEFAULT_HOST_IP, EXEC_MAX_OUTPUT_BYTES, LABEL_ALLOCATION, LABEL_DIR, LABEL_NODE, LABEL_STDERR,
+  LABEL_STDOUT, LIST_INSPECT_CONCURRENCY, LOG_DRAIN_TIMEOUT_MS, LOG_STATE_FILE, MIN_MEMORY_BYTES, NAME_ID_CHARS, PROBE_TIMEOUT_MS, REQUEST_TIMEOUT_MS
 } from './docker/constants.js'
 import { createFrameParser, createLogFollower, type LogFollower } from './docker/logs.js'
 import type { ExecResult, Executor, ExitInfo, Probe, WorkloadRef, WorkloadSpec } from './types.js'
@@ -106,7 +106,19 @@ function signalOf (code: number): string | null {
   return null
 }
 
-interface StopRecord { graceMs: number, killed: boolean }
+interface StopRecord {
+  graceMs: number
+  /** SIGKILL was needed (the grace ran out). */
+  killed: boolean
+  /** A stop()'s SIGTERM reached the running container (then it was ended by stop, whichever call sent it). */
+  signalled: boolean
+}
+
+/**
+ * Commands found in an image, by image id, command and PATH (see checkCommand): shared by every
+ * executor of the process, since an image never changes under its id.
+ */
+const commandsFound = new Set<string>()
 
 class DockerExecutor implements Executor {
   readonly name = 'docker' as const
@@ -120,8 +132,6 @@ class DockerExecutor implements Executor {
   private readonly followers = new Map<string, Promise<LogFollower | undefined>>()
   private readonly stops = new Map<string, StopRecord>()
   private readonly limitsOf = new Map<string, number>()
-  /** Commands found in an image (see checkCommand). */
-  private readonly commandsFound = new Set<string>()
   private readonly pending = new Set<AbortController>()
   private closed = false
 
@@ -262,14 +272,16 @@ class DockerExecutor implements Executor {
     const container = this.docker.getContainer(ref.id)
     // recorded before the signal, so that a wait() that sees the end already knows who ended it
     const earlier = this.stops.get(ref.id)
-    const record: StopRecord = earlier ?? { graceMs, killed: false }
+    const record: StopRecord = earlier ?? { graceMs, killed: false, signalled: false }
     this.stops.set(ref.id, record)
     try {
       await container.kill(bounded({ signal: 'SIGTERM' }))
+      record.signalled = true
+      this.stops.set(ref.id, record) // again: a concurrent stop whose signal came too late may have dropped it
     } catch (err) {
       if (statusOf(err) === 404 || notRunning(err)) {
-        // it had ended already: by an earlier stop(), or by itself (then not "stopped")
-        if (earlier === undefined) this.stops.delete(ref.id)
+        // it had ended already: by a concurrent or earlier stop(), or by itself (then not "stopped")
+        if (!record.signalled) this.stops.delete(ref.id)
         return
       }
       throw this.failure(err, 'stop the container')
@@ -365,20 +377,23 @@ class DockerExecutor implements Executor {
     } catch (err) {
       throw this.failure(err, 'list containers')
     }
-    const refs: WorkloadRef[] = []
-    for (const c of found) {
-      // the filter is the engine's; the check is ours (a misbehaving engine must not make us stop a stranger)
-      if (c.Labels?.[LABEL_NODE] !== this.nodeId) continue
-      let startedAt: string
-      try {
-        startedAt = (await this.docker.getContainer(c.Id).inspect(bounded({}))).State.StartedAt
-      } catch (err) {
-        if (statusOf(err) === 404) continue // removed meanwhile
-        throw this.failure(err, 'inspect a listed container')
-      }
-      refs.push({ executor: 'docker', allocationId: c.Labels[LABEL_ALLOCATION] ?? '', id: c.Id, startTime: startedAt, limits: 'docker' })
+    // the filter is the engine's; the check is ours (a misbehaving engine must not make us stop a stranger)
+    const ours = found.filter(c => c.Labels?.[LABEL_NODE] === this.nodeId)
+    // the list has no start times: one inspect each, a few at a time
+    const refs: Array<WorkloadRef | undefined> = []
+    for (let i = 0; i < ours.length; i += LIST_INSPECT_CONCURRENCY) {
+      refs.push(...await Promise.all(ours.slice(i, i + LIST_INSPECT_CONCURRENCY).map(async (c): Promise<WorkloadRef | undefined> => {
+        let startedAt: string
+        try {
+          startedAt = (await this.docker.getContainer(c.Id).inspect(bounded({}))).State.StartedAt
+        } catch (err) {
+          if (statusOf(err) === 404) return undefined // removed meanwhile
+          throw this.failure(err, 'inspect a listed container')
+        }
+        return { executor: 'docker', allocationId: c.Labels[LABEL_ALLOCATION] ?? '', id: c.Id, startTime: startedAt, limits: 'docker' }
+      })))
     }
-    return refs
+    return refs.filter((r): r is WorkloadRef => r !== undefined)
   }
 
   async remove (ref: WorkloadRef): Promise<void> {
@@ -487,22 +502,35 @@ class DockerExecutor implements Executor {
     const path = spec.env.PATH ?? imagePath ?? DEFAULT_CONTAINER_PATH
     const cwd = spec.workingDir ?? (image.Config?.WorkingDir !== undefined && image.Config.WorkingDir !== '' ? image.Config.WorkingDir : '/')
     const key = `${image.Id}\0${argv0}\0${argv0.includes('/') ? cwd : path}`
-    if (this.commandsFound.has(key)) return
+    if (commandsFound.has(key)) return
     const candidates = argv0.includes('/') ? [posix.resolve(cwd, argv0)] : path.split(':').filter(d => d !== '').map(d => posix.join(posix.resolve(cwd, d), argv0))
-    const found = await Promise.all(candidates.map(async p => await this.executableAt(container, p)))
+    // The whole look-up is bounded: it is a courtesy (an early, clear refusal), so an engine
+    // too slow to answer it does not fail a start; the runtime then has the last word.
+    const bound = AbortSignal.timeout(COMMAND_LOOKUP_TIMEOUT_MS)
+    let found: boolean[]
+    try {
+      found = await Promise.all(candidates.map(async p => await this.executableAt(container, p, bound)))
+    } catch (err) {
+      if (bound.aborted) {
+        this.log.warn({ command: argv0, image: spec.image }, `looking the command up took over ${COMMAND_LOOKUP_TIMEOUT_MS} ms: starting without the check`)
+        return
+      }
+      throw err
+    }
     if (!found.includes(true)) {
       throw new BadRequest(`command ${JSON.stringify(argv0)} is not an executable in image ${String(spec.image)}${argv0.includes('/') ? '' : ` (PATH ${path})`}`, { field: 'command', command: argv0 })
     }
-    if (this.commandsFound.size >= COMMAND_CACHE_SIZE) this.commandsFound.clear()
-    this.commandsFound.add(key)
+    if (commandsFound.size >= COMMAND_CACHE_SIZE) commandsFound.clear()
+    commandsFound.add(key)
   }
 
   /** Whether `path` in the container's filesystem is an executable file (a symlink counts: its target is not followed). */
-  private async executableAt (container: Docker.Container, path: string): Promise<boolean> {
+  private async executableAt (container: Docker.Container, path: string, signal: AbortSignal): Promise<boolean> {
     let res: IncomingMessage
     try {
-      res = await container.infoArchive(bounded({ path })) as IncomingMessage
+      res = await container.infoArchive({ path, abortSignal: signal }) as IncomingMessage
     } catch (err) {
+      if (signal.aborted) throw err
       if (statusOf(err) === 404) return false
       throw this.failure(err, 'look up the command in the container')
     }
@@ -565,7 +593,9 @@ class DockerExecutor implements Executor {
       statePath: join(dir, LOG_STATE_FILE),
       log: this.log,
       // `since` only when there is one: an empty value is a 400 from podman
-      open: async since => await container.logs({ follow: true, stdout: true, stderr: true, timestamps: true, ...(since !== undefined ? { since } : {}) })
+      open: async (since, follow) => follow
+        ? await container.logs({ follow: true, stdout: true, stderr: true, timestamps: true, ...(since !== undefined ? { since } : {}) })
+        : await container.logs({ follow: false, stdout: true, stderr: true, timestamps: true, ...(since !== undefined ? { since } : {}) })
     })
   }
 

@@ -1,6 +1,10 @@
+import { appendFile, mkdtemp, readFile, rm, truncate } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import fc from 'fast-check'
-import { describe, expect, it } from 'vitest'
-import { createFrameParser, createResumeFilter, sinceFor, timestampNs, type LogFrame, type ResumePoint } from '../../../src/services/executors/docker/logs.js'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { silentLogger } from '../../../src/lib/log.js'
+import { createFrameParser, createLogFollower, createResumeFilter, sinceFor, timestampNs, type LogFrame, type ResumePoint } from '../../../src/services/executors/docker/logs.js'
 
 /** One multiplexed frame as the engine sends it (`Tty: false`). */
 function frame (stream: 1 | 2, payload: string | Buffer): Buffer {
@@ -86,5 +90,115 @@ describe('docker log resume', () => {
       expect(resumed).toEqual(text(log.slice(saved)))
       expect([...text(log.slice(0, written)), ...resumed].length - log.length).toBe(written - saved)
     }))
+  })
+})
+
+describe('docker log follower on real files', () => {
+  let root: string
+  let seq = 0
+  beforeAll(async () => { root = await mkdtemp(join(tmpdir(), 'dms-docker-logs-')) })
+  afterAll(async () => { await rm(root, { recursive: true, force: true }) })
+
+  /** Frames in time order, several per second (as podman stamps them), on both streams. */
+  const frames = (count: number): LogFrame[] => Array.from({ length: count }, (_, i) => ({
+    stream: i % 3 === 2 ? 'stderr' : 'stdout',
+    ts: new Date(Date.UTC(2026, 0, 1, 0, 0, Math.floor(i / 4))).toISOString().replace('.000', ''),
+    data: Buffer.from(`${i % 3 === 2 ? 'err' : 'out'} ${i}\n`)
+  }))
+  const wire = (fs: LogFrame[]): Buffer => Buffer.concat(fs.map(f => frame(f.stream === 'stderr' ? 2 : 1, `${f.ts} ${f.data.toString()}`)))
+  const text = (fs: LogFrame[], stream: 'stdout' | 'stderr'): string => fs.filter(f => f.stream === stream).map(f => f.data.toString()).join('')
+
+  /** An engine that holds `log` and answers a read from `since` (whole seconds), in `chunk`-frame pieces. */
+  function engine (log: LogFrame[], chunk = 5): (since: string | undefined) => Promise<Buffer> {
+    return async since => {
+      const from = since === undefined ? 0n : BigInt(since) * 1_000_000_000n
+      return wire(log.filter(f => timestampNs(f.ts)! >= from).slice(0, chunk * 1000))
+    }
+  }
+
+  /** Follows `log` to its end; `followed` is what the followed stream sends, if not the log itself. */
+  async function follow (dir: string, log: LogFrame[], followed?: LogFrame[]): Promise<void> {
+    const read = engine(log)
+    const stream = engine(followed ?? log)
+    const f = createLogFollower({
+      id: 'c1', stdoutPath: join(dir, 'out'), stderrPath: join(dir, 'err'), statePath: join(dir, 'state.json'),
+      open: async (since, following) => await (following ? stream : read)(since), log: silentLogger()
+    })
+    await f.done
+  }
+
+  const newDir = async (): Promise<string> => await mkdtemp(join(root, `f${++seq}-`))
+  const read = async (dir: string, name: string): Promise<string> => await readFile(join(dir, name), 'utf8').catch(() => '')
+
+  it('a daemon killed between appending a batch and saving its point: the next one writes the rest, nothing twice', async () => {
+    const log = frames(60)
+    await fc.assert(fc.asyncProperty(fc.nat(60), fc.nat(60), async (a0, b0) => {
+      const [a, b] = a0 <= b0 ? [a0, b0] : [b0, a0]
+      const dir = await newDir()
+      await follow(dir, log.slice(0, a)) // written, point saved
+      // the killed daemon's last batch: appended, its point never saved
+      const lost = log.slice(a, b)
+      if (text(lost, 'stdout') !== '') await appendFile(join(dir, 'out'), text(lost, 'stdout'))
+      if (text(lost, 'stderr') !== '') await appendFile(join(dir, 'err'), text(lost, 'stderr'))
+      await follow(dir, log)
+      expect(await read(dir, 'out')).toBe(text(log, 'stdout'))
+      expect(await read(dir, 'err')).toBe(text(log, 'stderr'))
+    }), { numRuns: 40 })
+  })
+
+  it('a followed stream that garbles its end (podman at exit) is corrected from the engine\'s log', async () => {
+    const log = frames(60)
+    // lines out of their place just before the end, and the last ones never sent
+    const garbled = [...log.slice(0, 40), log[52], log[45], log[58], ...log.slice(43, 50)]
+    const fresh = await newDir()
+    await follow(fresh, log, garbled)
+    expect(await read(fresh, 'out')).toBe(text(log, 'stdout'))
+    expect(await read(fresh, 'err')).toBe(text(log, 'stderr'))
+    // the same after a restart: the attachment starts at the saved point
+    const resumed = await newDir()
+    await follow(resumed, log.slice(0, 20))
+    await follow(resumed, log, [...log.slice(0, 40), log[52], log[45]])
+    expect(await read(resumed, 'out')).toBe(text(log, 'stdout'))
+    expect(await read(resumed, 'err')).toBe(text(log, 'stderr'))
+  })
+
+  it('a file rotated while it follows is not "corrected" at the end: nothing the rotation kept is cut', async () => {
+    const log = frames(60)
+    const dir = await newDir()
+    let rotated = false
+    const f = createLogFollower({
+      id: 'c1', stdoutPath: join(dir, 'out'), stderrPath: join(dir, 'err'), statePath: join(dir, 'state.json'),
+      open: async (since, following) => {
+        if (!following) return await engine(log)(since)
+        // the supervisor rotates (copy-truncate) while the stream runs, then more comes
+        const first = await engine(log.slice(0, 30))(since)
+        return (async function * () {
+          yield first
+          await appendFile(join(dir, 'out.1'), await readFile(join(dir, 'out')))
+          await truncate(join(dir, 'out'), 0)
+          rotated = true
+          yield wire(log.slice(30))
+        })() as unknown as NodeJS.ReadableStream
+      },
+      log: silentLogger()
+    })
+    await f.done
+    expect(rotated).toBe(true)
+    expect(await read(dir, 'out.1') + await read(dir, 'out')).toBe(text(log, 'stdout'))
+  })
+
+  it('a file changed under it (rotated, or written by another) is never a reason to drop output', async () => {
+    const log = frames(40)
+    const rotated = await newDir()
+    await follow(rotated, log.slice(0, 20))
+    await truncate(join(rotated, 'out'), 0) // copy-truncate rotation
+    await follow(rotated, log)
+    expect(await read(rotated, 'out')).toBe(text(log.slice(20), 'stdout'))
+
+    const foreign = await newDir()
+    await follow(foreign, log.slice(0, 20))
+    await appendFile(join(foreign, 'out'), 'someone else\n')
+    await follow(foreign, log)
+    expect(await read(foreign, 'out')).toBe(text(log.slice(0, 20), 'stdout') + 'someone else\n' + text(log.slice(20), 'stdout'))
   })
 })

@@ -1,9 +1,11 @@
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import Docker from 'dockerode'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { silentLogger } from '../../../src/lib/log.js'
@@ -21,6 +23,7 @@ const SETUP_SOCKET = '/var/lib/dms-podman/docker.sock'
 const DOCKER_HOST = process.env.DOCKER_HOST ?? (existsSync(SETUP_SOCKET) ? `unix://${SETUP_SOCKET}` : 'unix:///var/run/docker.sock')
 const IMAGE = process.env.DMS_TEST_DOCKER_IMAGE ?? 'localhost/dms-busybox:latest'
 const LONG = 30_000
+const FIXTURE = fileURLToPath(new URL('./fixtures/start-container.ts', import.meta.url))
 
 const engine = new Docker(parseDockerHost(DOCKER_HOST))
 
@@ -217,11 +220,39 @@ describe.skipIf(why !== undefined)(`docker executor${skip}`, () => {
       expect(await readFile(s.stderrPath, 'utf8')).toBe(lines(40, 'err'))
     })
 
+    it('after the kill -9 of the daemon mid-log, the next one re-adopts the container and completes the log: nothing lost, nothing twice', async () => {
+      const inp = await input('')
+      const N = 3000
+      // a steady stream, then a pause the test ends (so the kill surely lands mid-stream)
+      const script = `i=1; while [ $i -le ${N} ]; do echo "line $i"; if [ $i -eq 1500 ]; then while [ ! -e /tmp/go ]; do sleep 0.05; done; fi; i=$((i+1)); done`
+      const daemon = spawn(process.execPath, ['--import', 'tsx', FIXTURE, nodeId, DOCKER_HOST, IMAGE, inp.dir, script], { stdio: ['ignore', 'pipe', 'inherit'] })
+      const line = await new Promise<string>((resolve, reject) => {
+        let buf = ''
+        daemon.stdout.on('data', (b: Buffer) => { buf += b.toString(); if (buf.includes('\n')) resolve(buf.slice(0, buf.indexOf('\n'))) })
+        daemon.once('exit', (code) => { reject(new Error(`the stand-in daemon exited (${String(code)}) before printing its ref`)) })
+      })
+      const ref = JSON.parse(line) as WorkloadRef
+      started.push(ref)
+      const stdout = join(inp.dir, 'stdout.log')
+      await untilFileHas(stdout, 'line 1500\n')
+      const gone = new Promise(resolve => daemon.once('exit', resolve))
+      daemon.kill('SIGKILL')
+      await gone
+      expect(await ex.alive(ref)).toBe(true)
+      const waited = ex.wait(ref, { signal: AbortSignal.timeout(LONG) })
+      await ex.exec(ref, ['touch', '/tmp/go'], { timeoutMs: LONG })
+      expect(await waited).toMatchObject({ exitCode: 0, stopped: false })
+      // nothing lost, nothing twice (the kill comes as soon as line 1500 is in the file, which is
+      // often between a batch's append and the save of its resume point)
+      const want = Array.from({ length: N }, (_, k) => `line ${k + 1}\n`).join('')
+      expect(await readFile(stdout, 'utf8')).toBe(want)
+    })
+
     it('a resume point left by an earlier container of the allocation is not applied to the next one', async () => {
       const inp = await input('echo one; echo two')
       const s = spec(inp)
       // a point far in the future would drop every line if it were applied
-      await writeFile(join(inp.dir, 'docker-logs.json'), JSON.stringify({ id: 'an-earlier-container', ts: '2999-01-01T00:00:00Z', n: 1 }))
+      await writeFile(join(inp.dir, 'docker-logs.json'), JSON.stringify({ id: 'an-earlier-container', point: { ts: '2999-01-01T00:00:00Z', n: 1 }, out: 0, err: 0 }))
       const ref = await start(s)
       await ex.wait(ref, { signal: AbortSignal.timeout(LONG) })
       expect(await readText(s.stdoutPath)).toBe('one\ntwo\n')

@@ -60,3 +60,37 @@ export const DEFAULT_CONTAINER_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:
 
 /** Most (image, command, PATH) lookups remembered; past it the memory starts over (cheap to redo). */
 export const COMMAND_CACHE_SIZE = 1024
+
+/**
+ * Inspections `list()` runs at once (the engine's list has no start times). Recovery lists once
+ * per daemon start; a handful in flight keeps 100 containers to a few round trips without
+ * flooding an engine that serialises much of its work (podman locks per container).
+ */
+export const LIST_INSPECT_CONCURRENCY = 8
+
+/**
+ * Most bytes a resuming log follower reads back from a file past its saved point, to skip output
+ * it had appended just before a crash. One batch is one chunk of the engine's stream (tens of
+ * KiB); more than this past the point means the file was changed by someone else.
+ */
+export const MAX_UNSAVED_BYTES = 8 * 1024 * 1024
+
+/**
+ * Size of the log follower's saved state, written whole at offset 0 in one write (JSON padded
+ * with spaces). A state is ~200 bytes: the container id (64), a timestamp, three counts.
+ */
+export const LOG_STATE_RECORD_BYTES = 512
+
+/**
+ * Most output since the follower attached that it reads back at the container's exit to check
+ * the followed stream against the engine's log (docker/logs.ts, reconcile). Past it, the check is
+ * skipped (the lines the stream never sent are still read).
+ */
+export const MAX_RECONCILE_BYTES = 16 * 1024 * 1024
+
+/**
+ * Bound on looking a command up in a new container before it starts (one stat per PATH entry;
+ * podman serialises them, ~0.2 s each here, several times that on a loaded machine). Past it the
+ * start goes on without the check.
+ */
+export const COMMAND_LOOKUP_TIMEOUT_MS = 10_000
