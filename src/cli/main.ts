@@ -1,5 +1,4 @@
 import '../lib/polyfill.js'
-import { readFile } from 'node:fs/promises'
 import { Command } from 'commander'
 import type { AnyBehavior } from '../actor/behavior.js'
 import type { Envelope } from '../actor/types.js'
