@@ -82,7 +82,9 @@ describe('frame reader', () => {
     ), { numRuns: 1_000 })
     expect(framesFed).toBeGreaterThanOrEqual(100_000)
     expect(oversizeFed).toBeGreaterThan(10_000)
-  })
+    // CPU-bound (~5 s alone): on the shared 2-core machine under load it took 30-40 s, past the
+    // unit project's 20 s default. A budget, not an assertion about speed.
+  }, 120_000)
 
   it('never throws on arbitrary bytes, and reports a runaway length once, then stays silent', () => {
     fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 32 }), (chunks) => {

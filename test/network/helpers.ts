@@ -1,11 +1,16 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import type { Connection, Libp2p, Stream } from '@libp2p/interface'
+import { tcp } from '@libp2p/tcp'
+import { yamux } from '@libp2p/yamux'
+import { createLibp2p } from 'libp2p'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { FrameOrigin, FrameReceiver } from '../../src/actor/types.js'
+import type { FrameOrigin, FrameReceiver, GossipVerdict } from '../../src/actor/types.js'
 import { newIdentity } from '../../src/identity/identity.js'
 import type { Identity } from '../../src/identity/identity.js'
 import { silentLogger } from '../../src/lib/log.js'
-import { createNetwork, type Network, type NetworkInit } from '../../src/network/index.js'
+import { ACTOR_PROTOCOL, createNetwork, type Network, type NetworkInit } from '../../src/network/index.js'
 import { openDb, type Db } from '../../src/store/db.js'
 
 export type Received =
@@ -15,7 +20,22 @@ export type Received =
 /** A receiver that records what arrives and lets a test await a condition on it, with a deadline. */
 export class Inbox implements FrameReceiver {
   readonly items: Received[] = []
+  /** Gossip frames the transport asked `validateGossip` about, with the verdict given. */
+  readonly validated: Array<{ frame: Uint8Array, origin: FrameOrigin, verdict: GossipVerdict }> = []
+  /** Set by a test to judge gossip; absent, the receiver has no gossip validator at all. */
+  judge?: (frame: Uint8Array, origin: FrameOrigin) => GossipVerdict
   private readonly waiters = new Set<() => void>()
+
+  get validateGossip (): FrameReceiver['validateGossip'] {
+    const judge = this.judge
+    if (judge === undefined) return undefined
+    return (frame, origin) => {
+      const verdict = judge(frame, origin)
+      this.validated.push({ frame: new Uint8Array(frame), origin, verdict })
+      for (const w of [...this.waiters]) w()
+      return verdict
+    }
+  }
 
   onFrame (frame: Uint8Array, origin: FrameOrigin): void { this.add({ kind: 'frame', frame: new Uint8Array(frame), origin }) }
   onOversize (head: Uint8Array, totalLength: number, origin: FrameOrigin): void { this.add({ kind: 'oversize', head: new Uint8Array(head), totalLength, origin }) }
@@ -29,12 +49,15 @@ export class Inbox implements FrameReceiver {
     return this.items.filter((r): r is Extract<Received, { kind: 'frame' }> => r.kind === 'frame')
   }
 
+  /** Calls `notify` at each arrival; returns the unsubscribe (for waitFor). */
+  subscribe (notify: () => void): () => void {
+    this.waiters.add(notify)
+    return () => { this.waiters.delete(notify) }
+  }
+
   /** Resolves once `cond()` holds (checked at each arrival), rejects after `ms`. */
   async until (cond: () => boolean, ms: number, what: string): Promise<void> {
-    await waitFor(cond, ms, what, (notify) => {
-      this.waiters.add(notify)
-      return () => { this.waiters.delete(notify) }
-    })
+    await waitFor(cond, ms, what, (notify) => this.subscribe(notify))
   }
 }
 
@@ -127,4 +150,18 @@ export function tagOf (frame: Uint8Array): number {
 
 export function sameBytes (a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+}
+
+/**
+ * A bare libp2p host (TCP + Noise + Yamux, nothing else) that hands every inbound actor stream to
+ * `onStream`: a peer that speaks the actor protocol as the test wants (never reads, resets, …).
+ */
+export async function startBareHost (onStream: (stream: Stream, connection: Connection) => void, opts: { maxReadBufferLength?: number } = {}): Promise<{ host: Libp2p, addr: string, stop: () => Promise<void> }> {
+  const muxer = yamux(opts.maxReadBufferLength === undefined ? {} : { streamOptions: { maxReadBufferLength: opts.maxReadBufferLength } })
+  const host = await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [muxer] })
+  await host.handle(ACTOR_PROTOCOL, (stream, connection) => { onStream(stream, connection) })
+  let stopped = false
+  const stop = async (): Promise<void> => { if (!stopped) { stopped = true; await host.stop() } }
+  cleanups.push(stop)
+  return { host, addr: host.getMultiaddrs()[0].toString(), stop }
 }
