@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { createServer, type AddressInfo } from 'node:net'
 import type { CallInfo } from '../../../../src/actor/behavior.js'
 import type { Handle } from '../../../../src/actor/types.js'
 import type { Did } from '../../../../src/identity/did.js'
@@ -74,7 +75,7 @@ describe('peer behaviours', () => {
     expect(d.mode).toBe('server')
 
     const sc = score.response.parse(await score.handler(s, {}, callFrom(a)))
-    expect(sc.scores[b.net.peerId]).toEqual({ score: expect.any(Number), appScore: 0, behaviourPenalty: expect.any(Number), topics: expect.any(Number) })
+    expect(sc.scores[b.net.peerId]).toEqual({ score: expect.any(Number), appScore: 0, behaviourPenalty: expect.any(Number), invalidMessages: 0, topics: expect.any(Number) })
     expect(Object.keys(sc.scores)).not.toContain(a.net.peerId)
   })
 
@@ -89,6 +90,28 @@ describe('peer behaviours', () => {
     await expect(connect.handler(s, { address: 'not a multiaddr' }, callFrom(a))).rejects.toMatchObject({ name: 'BadRequest' })
     await b.stop()
     await expect(connect.handler(s, { address: `/ip4/127.0.0.1/tcp/1/p2p/${b.net.peerId}` }, callFrom(a))).rejects.toMatchObject({ name: 'Unreachable' })
+  })
+
+  it('connect records an address only once a dial through it worked, even when already connected', async () => {
+    const [a, b] = await twoNodes()
+    const s = services(a)
+    const good = b.net.addrs()[0]
+    await connect.handler(s, { address: good }, callFrom(a))
+    // A port nothing listens on (bound, then released).
+    const closed = createServer()
+    await new Promise<void>(resolve => closed.listen(0, '127.0.0.1', resolve))
+    const port = (closed.address() as AddressInfo).port
+    await new Promise<void>(resolve => closed.close(() => { resolve() }))
+    const bad = `/ip4/127.0.0.1/tcp/${port}/p2p/${b.net.peerId}`
+
+    // Already connected, but not through that address: it is dialled, fails, and is not recorded.
+    await expect(connect.handler(s, { address: bad }, callFrom(a))).rejects.toMatchObject({ name: 'Unreachable' })
+    const rec = (await a.net.peers.list()).find(p => p.id === b.net.peerId)
+    expect(rec?.connected).toBe(true)
+    expect(rec?.addrs).not.toContain(bad)
+    expect(rec?.addrs[0]).toBe(good)
+    // The address of the connection in use is verified by it: connecting again answers at once.
+    expect(await connect.handler(s, { address: good }, callFrom(a))).toEqual({ id: b.net.peerId, connected: true })
   })
 
   it('/broadcast/hello records the publisher\'s DID; /public/hello answers and completes the handshake', async () => {
