@@ -36,6 +36,14 @@ export const DEFAULT_SEND_TIMEOUT_MS = 10_000
 /** Bound on opening the actor stream (dial, address lookup, negotiation) shared by waiting sends. */
 export const OPEN_STREAM_TIMEOUT_MS = 10_000
 
+/**
+ * Pause before the next actor-stream open after one failed: 100 ms, doubling per failure in a
+ * row, at most 2 s. Long enough for libp2p to notice a reset connection (an open on it fails
+ * without any I/O), short against any caller's deadline.
+ */
+export const OPEN_RETRY_MIN_MS = 100
+export const OPEN_RETRY_MAX_MS = 2_000
+
 /** DHT lookups hang without a deadline when no peer is reachable (STACK.md). */
 export const FIND_PEER_TIMEOUT_MS = 5_000
 
@@ -45,6 +53,14 @@ export const FIND_PEER_TIMEOUT_MS = 5_000
  * The self-query itself still waits for a first routing-table peer.
  */
 export const DHT_INITIAL_SELF_QUERY_MS = 100
+
+/**
+ * Liveness (liveness.ts): every 10 s, each connected peer that sent no actor frame in that time
+ * is pinged; one that neither answers nor sends anything for 20 s has its connections closed.
+ * A dead peer is noticed within 30 s; a busy one is never cut off.
+ */
+export const LIVENESS_INTERVAL_MS = 10_000
+export const LIVENESS_PING_TIMEOUT_MS = 20_000
 
 /** A dial started in the background (hello, mDNS, bootstrap) gives up after this long. */
 export const BACKGROUND_DIAL_TIMEOUT_MS = 10_000
@@ -88,6 +104,46 @@ export const HELLO_SCORE_MUTUAL = 1
 export const HELLO_SCORE_ONE_SIDED = 0.5
 export const HELLO_SCORE_NONE = 0
 
-/** Bounds on an announced hello: a peer cannot make the book hold an unbounded address list. */
+/**
+ * Bounds on an announced hello: the addresses one hello may make this node store or dial (and
+ * the longest one). A hello's list replaces the earlier ones in libp2p's peer store, so repeated
+ * hellos cannot grow what the dialler tries.
+ */
 export const MAX_HELLO_ADDRS = 16
 export const MAX_ADDR_LENGTH = 256
+
+/**
+ * Peers kept in the persisted peer book. A hello costs its sender one fresh key, so gossip alone
+ * could grow the book without end; beyond this the least recently seen peer that is not
+ * connected is evicted. Far above the connections a node holds (libp2p's maxConnections, 300).
+ */
+export const MAX_PEER_BOOK_ENTRIES = 10_000
+
+/**
+ * Peers whose hello handshake state is kept (hello.ts, Handshakes): the least recently touched
+ * beyond this is forgotten (its gossipsub app score drops to 0, a bonus only). Well above the
+ * connections a node holds, so a connected peer's state is not the one forgotten.
+ */
+export const MAX_HANDSHAKES = 4_096
+
+/**
+ * Background dials and greetings started by hellos at once. A burst of hellos from new peers
+ * beyond this is recorded, not dialled; their next hello (every 30 s) tries again.
+ */
+export const MAX_PENDING_GREETINGS = 64
+
+/**
+ * Gossipsub P4 (gossip-score.ts): each message a validator rejects adds 1 to the peer's counter,
+ * which scores −count² × 1 and decays ×0.99 per second (half-life ~70 s). With the thresholds
+ * below, 4 rejected messages stop gossip with the peer, 8 stop publishing to it, 9 graylist it
+ * (every RPC of it ignored) — for minutes, not for ever.
+ */
+export const GOSSIP_INVALID_MESSAGE_WEIGHT = -1
+export const GOSSIP_INVALID_MESSAGE_DECAY = 0.99
+/** gossipsub's own defaults, stated here because P4 above is tuned against them. */
+export const GOSSIP_GOSSIP_THRESHOLD = -10
+export const GOSSIP_PUBLISH_THRESHOLD = -50
+export const GOSSIP_GRAYLIST_THRESHOLD = -80
+
+/** Peers on these addresses share this machine: never penalised for sharing an IP (gossip-score.ts). */
+export const LOOPBACK_IPS = ['127.0.0.1', '::1']

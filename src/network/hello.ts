@@ -1,5 +1,5 @@
 import type { Logger } from '../lib/log.js'
-import { HELLO_SCORE_MUTUAL, HELLO_SCORE_NONE, HELLO_SCORE_ONE_SIDED, HELLO_TOPIC } from './constants.js'
+import { HELLO_SCORE_MUTUAL, HELLO_SCORE_NONE, HELLO_SCORE_ONE_SIDED, HELLO_TOPIC, MAX_HANDSHAKES } from './constants.js'
 
 /**
  * What the actor layer gives the network so it can say hello; the network decides *when*.
@@ -33,18 +33,32 @@ interface HandshakeState {
  * The hello handshake per peer and the gossipsub application score it gives (NuNet DMS's rule):
  * mutual (we heard their hello, and they greeted us or answered our greeting) scores highest,
  * one-sided lower, none zero. Held in memory: a restart re-runs the handshake within seconds.
+ * Bounded (`maxPeers`): every hello from a new key adds an entry, so the least recently touched
+ * beyond the bound is forgotten.
  */
 export class Handshakes {
+  /** Least recently touched first (a touch re-inserts). */
   private readonly peers = new Map<string, HandshakeState>()
+
+  constructor (private readonly maxPeers = MAX_HANDSHAKES) {}
 
   private state (peerId: string): HandshakeState {
     let s = this.peers.get(peerId)
     if (s === undefined) {
       s = { heard: false, greetedUs: false, answered: false, greeted: false }
-      this.peers.set(peerId, s)
+    } else {
+      this.peers.delete(peerId)
+    }
+    this.peers.set(peerId, s)
+    if (this.peers.size > this.maxPeers) {
+      const oldest = this.peers.keys().next().value
+      if (oldest !== undefined) this.peers.delete(oldest)
     }
     return s
   }
+
+  /** Peers whose handshake state is held. */
+  get size (): number { return this.peers.size }
 
   heard (peerId: string): void { this.state(peerId).heard = true }
   hasGreetedUs (peerId: string): boolean { return this.peers.get(peerId)?.greetedUs === true }
@@ -74,6 +88,9 @@ export class Handshakes {
     const s = this.peers.get(peerId)
     if (s !== undefined) s.greeted = false
   }
+
+  /** The peer left the peer book: its handshake goes too. */
+  forget (peerId: string): void { this.peers.delete(peerId) }
 
   appScore (peerId: string): number {
     const s = this.peers.get(peerId)

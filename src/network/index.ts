@@ -8,6 +8,7 @@ import { mdns } from '@libp2p/mdns'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { createLibp2p } from 'libp2p'
 import type { Identity } from '../identity/identity.js'
 import { InvalidConfig, InvalidState, NotRunning } from '../lib/errors.js'
@@ -21,7 +22,9 @@ import {
   DEFAULT_MAX_FRAME_BYTES, DISCOVERY_DIAL_BELOW_CONNECTIONS, GOSSIP_RPC_OVERHEAD_BYTES, HELLO_TOPIC,
   PING_STREAMS_PER_CONNECTION, YAMUX_MAX_EARLY_STREAMS
 } from './constants.js'
+import { SCORE_THRESHOLDS, peerScoreParams } from './gossip-score.js'
 import { Handshakes, HelloAnnouncer, type HelloCallbacks } from './hello.js'
+import { Liveness } from './liveness.js'
 import { PeerBook } from './peer-book.js'
 import type { PeerService } from './peer-service.js'
 import { Peers, peerIdOf, type Host } from './peers.js'
@@ -122,6 +125,8 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
       streamOptions: { maxReadBufferLength: Math.max(4 * 1024 * 1024, 2 * maxFrameBytes + GOSSIP_RPC_OVERHEAD_BYTES) }
     })],
     peerDiscovery: init.mdns === false ? [] : [mdns()],
+    // Replaced by liveness.ts: libp2p's monitor reset busy connections whose ping was slow.
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
       ping: ping({ maxOutboundStreams: PING_STREAMS_PER_CONNECTION, maxInboundStreams: PING_STREAMS_PER_CONNECTION }),
@@ -136,12 +141,21 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
         globalSignaturePolicy: StrictSign,
         emitSelf: false,
         maxInboundDataLength: maxFrameBytes + GOSSIP_RPC_OVERHEAD_BYTES,
-        scoreParams: { appSpecificScore: (peerId: string) => handshakes.appScore(peerId) }
+        // P4 (rejected messages) per topic as the transport subscribes, the hello handshake as
+        // the application score, loopback exempt from IP colocation (gossip-score.ts)
+        scoreParams: peerScoreParams((peerId: string) => handshakes.appScore(peerId)),
+        scoreThresholds: SCORE_THRESHOLDS
       })
     }
   })
 
-  const book = new PeerBook(db)
+  const book = new PeerBook(db, {}, {
+    connected: () => node.getPeers().map(String),
+    onEvict: (id) => {
+      handshakes.forget(id)
+      node.peerStore.delete(peerIdFromString(id)).catch((err: unknown) => { log.debug({ err, peer: id }, 'could not forget an evicted peer') })
+    }
+  })
   const announcer = new HelloAnnouncer(node.services.pubsub, init.helloIntervalMs ?? DEFAULT_HELLO_INTERVAL_MS, log.child({ part: 'hello' }))
   const peers = new Peers({ node, book, handshakes, greet: () => announcer.greet, log: log.child({ part: 'peers' }) })
   const transport: ActorTransport = createActorTransport({ maxFrameBytes }, {
@@ -149,6 +163,7 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
     connect: async (peer, signal) => await peers.dialPeer(peer, signal),
     log: log.child({ part: 'actor-transport' })
   })
+  const liveness = new Liveness({}, { node, lastHeard: (peer) => transport.lastHeard(peer), log: log.child({ part: 'liveness' }) })
   const bootstrap = new BootstrapKeeper(init.bootstrap ?? [], node, log.child({ part: 'bootstrap' }))
   const peerId = identity.peerId
   let status: Status = 'created'
@@ -179,6 +194,7 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
     await announcer.stop()
     await bootstrap.stop()
     await peers.stop()
+    await liveness.stop()
     await transport.stop()
     await Promise.allSettled([...discoveryDials])
     await node.stop()
@@ -207,6 +223,7 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
         await node.start()
         peers.start()
         await transport.start()
+        liveness.start()
         // The network takes part in hello by itself: it must hear hellos and relay them.
         transport.subscribe(HELLO_TOPIC)
         node.addEventListener('peer:discovery', onDiscovery)

@@ -9,7 +9,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { didFromPeerId } from '../identity/did.js'
 import { BadRequest, Timeout, Unreachable } from '../lib/errors.js'
 import type { Logger } from '../lib/log.js'
-import { BACKGROUND_DIAL_TIMEOUT_MS, FIND_PEER_TIMEOUT_MS, GREET_TIMEOUT_MS, MAX_ADDR_LENGTH, MAX_HELLO_ADDRS } from './constants.js'
+import { BACKGROUND_DIAL_TIMEOUT_MS, FIND_PEER_TIMEOUT_MS, GREET_TIMEOUT_MS, MAX_ADDR_LENGTH, MAX_HELLO_ADDRS, MAX_PENDING_GREETINGS } from './constants.js'
 import type { Handshakes } from './hello.js'
 import type { PeerBook } from './peer-book.js'
 import type { PeerInfo, PeerService } from './peer-service.js'
@@ -144,14 +144,21 @@ export class Peers implements PeerService {
     const id = peerIdOf(ma)
     if (id === undefined) throw new BadRequest(`the address must end in /p2p/<peer id>: '${address.slice(0, 200)}'`)
     if (id === this.self) throw new BadRequest('a node cannot connect to itself', { peer: id })
-    this.parsePeer(id)
-    try {
-      await this.node.dial(ma, { signal })
-    } catch (err) {
-      throw netError(err, signal, `connecting to ${address}`, id)
+    const peer = this.parsePeer(id)
+    // The address goes into the book only once a connection through it exists: libp2p's dial
+    // returns any existing connection without trying the address, so when connected otherwise
+    // the address is dialled anyway (a second connection), and a bad one fails here.
+    const at = ma.decapsulateCode(P2P_CODE)
+    const open = this.node.getConnections(peer).filter(c => c.status === 'open')
+    if (!open.some(c => c.remoteAddr.decapsulateCode(P2P_CODE).equals(at))) {
+      try {
+        await this.node.dial(ma, { signal, force: open.length > 0 })
+      } catch (err) {
+        throw netError(err, signal, `connecting to ${address}`, id)
+      }
     }
     await this.c.book.merge(id, { addrs: [ma.toString()] })
-    return { id, connected: this.node.getConnections(peerIdFromString(id)).length > 0 }
+    return { id, connected: this.node.getConnections(peer).length > 0 }
   }
 
   async dht (): Promise<{ mode: 'server' | 'client', peers: string[] }> {
@@ -162,9 +169,9 @@ export class Peers implements PeerService {
 
   /**
    * Per peer: gossipsub's total `score` (recomputed each heartbeat, 1 s), the hello handshake's
-   * `appScore` (fresh), the `behaviourPenalty` gossipsub applied, and `topics`, how many of this
-   * node's topics the peer subscribes to. (Per-topic delivery counters exist only for topics with
-   * score parameters, which dms does not set.)
+   * `appScore` (fresh), the `behaviourPenalty` gossipsub applied, `invalidMessages`, the messages
+   * of it our topic validators rejected (summed over topics, decaying: gossip-score.ts), and
+   * `topics`, how many of this node's topics the peer subscribes to.
    */
   async scores (): Promise<Record<string, Record<string, number>>> {
     const pubsub = this.node.services.pubsub
@@ -181,6 +188,7 @@ export class Peers implements PeerService {
         score: hasScores(pubsub) ? pubsub.getScore(id) : 0,
         appScore: this.c.handshakes.appScore(id),
         behaviourPenalty: dump[id]?.behaviourPenalty ?? 0,
+        invalidMessages: Math.round(Object.values(dump[id]?.topics ?? {}).reduce((sum, t) => sum + t.invalidMessageDeliveries, 0) * 100) / 100,
         topics: topics.get(id) ?? 0
       }
     }
@@ -196,7 +204,9 @@ export class Peers implements PeerService {
    * A hello was heard. Its DID must be the one of the peer that published it (one Ed25519 key
    * gives both), else it is refused and nothing is recorded. The peer is recorded, dialled if not
    * connected (so it can be invoked even if it was learned only through gossip), and greeted once
-   * per connection; the dial and greeting run in the background.
+   * per connection; the dial and greeting run in the background, at most MAX_PENDING_GREETINGS
+   * at a time (beyond, the peer is only recorded: its next hello tries again). Its addresses
+   * (cleaned: `cleanAddrs`) replace the ones libp2p's peer store held for it.
    */
   async heardHello (hello: { peerId: string, did: string, addrs: string[] }): Promise<void> {
     const { peerId, did } = hello
@@ -209,24 +219,39 @@ export class Peers implements PeerService {
     this.c.handshakes.heard(peerId)
     const id = peerIdFromString(peerId)
     if (addrs.length > 0) {
-      await this.node.peerStore.merge(id, { multiaddrs: addrs.map(a => multiaddr(a).decapsulateCode(P2P_CODE)) })
+      // patch, not merge: the peer's own announcement is its address list now, and repeated
+      // hellos must not grow what the dialler tries
+      await this.node.peerStore.patch(id, { multiaddrs: addrs.map(a => multiaddr(a).decapsulateCode(P2P_CODE)) })
     }
-    if (!this.stopping.signal.aborted) this.track(this.reachAndGreet(id))
+    if (this.stopping.signal.aborted) return
+    if (this.background.size >= MAX_PENDING_GREETINGS) {
+      this.log.debug({ peer: peerId }, 'too many greetings under way: recorded, not dialled')
+      return
+    }
+    this.track(this.reachAndGreet(id))
   }
 
-  /** Addresses a hello may carry for `peerId`: valid multiaddrs of that peer only, bounded. */
+  /** Dials and greetings under way in the background (bounded by MAX_PENDING_GREETINGS). */
+  get pendingGreetings (): number { return this.background.size }
+
+  /**
+   * Addresses a hello may carry for `peerId`, at most MAX_HELLO_ADDRS of them: multiaddrs (others
+   * are dropped) that name no peer, or end in `/p2p/<peerId>` and name no other (a node can only
+   * announce itself; a relay address names its relay before it, and is not one dms dials).
+   */
   private cleanAddrs (peerId: string, addrs: string[]): string[] {
-    const out: string[] = []
-    for (const a of addrs.slice(0, MAX_HELLO_ADDRS)) {
-      if (a.length > MAX_ADDR_LENGTH) continue
+    const out = new Set<string>()
+    for (const a of addrs) {
+      if (out.size >= MAX_HELLO_ADDRS) break
+      if (typeof a !== 'string' || a.length > MAX_ADDR_LENGTH) continue
       let ma: Multiaddr
       try { ma = multiaddr(a) } catch { continue }
-      const named = peerIdOf(ma)
-      // A node can only announce itself: an address naming another peer is dropped.
-      if (named !== undefined && named !== peerId) continue
-      out.push(withPeer(ma, peerId))
+      const components = ma.getComponents()
+      const named = components.filter(c => c.code === P2P_CODE)
+      if (named.length > 1 || (named.length === 1 && (components.at(-1) !== named[0] || named[0].value !== peerId))) continue
+      out.add(withPeer(ma, peerId))
     }
-    return out
+    return [...out]
   }
 
   private track (p: Promise<void>): void {

@@ -7,6 +7,9 @@ import { PeerBook } from '../../src/network/peer-book.js'
 import { openDb } from '../../src/store/db.js'
 import { cleanup, startNode, waitFor, type TestNode } from './helpers.js'
 import { mkdtemp } from 'node:fs/promises'
+import { createServer, type AddressInfo } from 'node:net'
+import { MAX_PENDING_GREETINGS } from '../../src/network/constants.js'
+import { Peers } from '../../src/network/peers.js'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -122,6 +125,79 @@ describe('peer book', () => {
     expect((await a.net.peers.list()).find(p => p.id === b.peerId)?.addrs).toEqual([`/ip4/127.0.0.1/tcp/2/p2p/${b.peerId}`])
   })
 
+  it('keeps from a hello at most 16 addresses, each a multiaddr of that peer alone, and replaces the dialler\'s list with each hello', async () => {
+    const a = await startNode()
+    const b = await newIdentity()
+    const c = await newIdentity()
+    const port = (i: number): string => `/ip4/127.0.0.1/tcp/${10_000 + i}`
+    await a.net.peers.heardHello({
+      peerId: b.peerId,
+      did: b.did,
+      addrs: [
+        'garbage', '/ip4/999.1.1.1/tcp/1', `${port(0)}/p2p/${c.peerId}`, // not a multiaddr; not one; another peer's
+        `/p2p/${b.peerId}${port(1)}`, // names the peer but does not end in it
+        `${port(2)}/p2p/${c.peerId}/p2p-circuit/p2p/${b.peerId}`, // a relay's address: names another peer too
+        'x'.repeat(300),
+        ...Array.from({ length: 20 }, (_, i) => i % 2 === 0 ? port(100 + i) : `${port(100 + i)}/p2p/${b.peerId}`)
+      ]
+    })
+    const first = (await a.net.peers.list()).find(p => p.id === b.peerId)?.addrs ?? []
+    expect(first).toEqual(Array.from({ length: 16 }, (_, i) => `${port(100 + i)}/p2p/${b.peerId}`))
+
+    // Two more hellos with new addresses each: the book keeps the newest 32, and the dialler
+    // (libp2p's peer store) only the last hello's, so the list never holds more than 32.
+    for (const round of [1, 2]) {
+      await a.net.peers.heardHello({ peerId: b.peerId, did: b.did, addrs: Array.from({ length: 16 }, (_, i) => port(1_000 * round + i)) })
+    }
+    const after = (await a.net.peers.list()).find(p => p.id === b.peerId)?.addrs ?? []
+    expect(after.length).toBe(32)
+    expect(after.slice(0, 16)).toEqual(Array.from({ length: 16 }, (_, i) => `${port(2_000 + i)}/p2p/${b.peerId}`))
+  })
+
+  it('dials and greets at most MAX_PENDING_GREETINGS hello senders at once; the rest are recorded', async () => {
+    // A listener that accepts and never speaks: each dial to it hangs until its timeout.
+    const sink = createServer(() => {})
+    await new Promise<void>(resolve => sink.listen(0, '127.0.0.1', resolve))
+    const sinkPort = (sink.address() as AddressInfo).port
+    const a = await startNode()
+    try {
+      const senders = await Promise.all(Array.from({ length: MAX_PENDING_GREETINGS + 36 }, async () => await newIdentity()))
+      for (const s of senders) await a.net.peers.heardHello({ peerId: s.peerId, did: s.did, addrs: [`/ip4/127.0.0.1/tcp/${sinkPort}`] })
+      const peers = a.net.peers
+      if (!(peers instanceof Peers)) throw new Error('expected the network\'s Peers')
+      expect(peers.pendingGreetings).toBe(MAX_PENDING_GREETINGS)
+      const known = new Set((await a.net.peers.list()).map(p => p.id))
+      expect(senders.every(s => known.has(s.peerId))).toBe(true)
+    } finally {
+      await a.stop()
+      sink.close()
+    }
+  })
+
+  it('bounds the book: beyond its size the least recently seen peer that is not connected goes', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'dms-book-'))
+    const db = await openDb(join(dir, 'db'))
+    try {
+      const connected = new Set<string>()
+      const evicted: string[] = []
+      const book = new PeerBook(db, { maxEntries: 3 }, { connected: () => connected, onEvict: (id) => { evicted.push(id) } })
+      for (const id of ['p1', 'p2', 'p3']) await book.merge(id, { addrs: [] })
+      connected.add('p1')
+      await book.merge('p4', { addrs: [] })
+      // p1 is the oldest but connected: p2 goes
+      expect(evicted).toEqual(['p2'])
+      await book.merge('p3', { did: undefined }) // p3 seen again
+      await book.merge('p5', { addrs: [] })
+      expect(evicted).toEqual(['p2', 'p4'])
+      expect((await book.all()).map(r => r.id).sort()).toEqual(['p1', 'p3', 'p5'])
+      expect(await book.size()).toBe(3)
+      // Every record carries when it was last seen, which orders eviction after a restart.
+      expect((await book.all()).every(r => typeof r.seenAt === 'string')).toBe(true)
+    } finally {
+      await db.close()
+    }
+  })
+
   it('spreads hello across a chain A–B–C: each node learns the others\' DIDs, and A and C connect and greet', async () => {
     const [ma, mb, mc] = [new MiniActor(), new MiniActor(), new MiniActor()]
     const b = await helloNode(mb)
@@ -163,6 +239,19 @@ describe('peer book', () => {
     expect(scores[m.net.peerId]?.appScore).toBe(1)
     expect(scores[o.net.peerId]?.appScore).toBe(0.5)
     expect(scores[n.net.peerId]?.appScore ?? 0).toBe(0)
-    expect(typeof scores[m.net.peerId]?.score).toBe('number')
+    // And gossipsub's total score, which peers are chosen by, follows the same order (it is
+    // recomputed each 1 s heartbeat: bounded polling, as no event announces it).
+    const total = async (): Promise<number[]> => {
+      const s = await p.net.peers.scores()
+      return [m, o, n].map(x => s[x.net.peerId]?.score ?? 0)
+    }
+    let last: number[] = []
+    for (let i = 0; i < 50; i++) {
+      last = await total()
+      if (last[0] > last[1] && last[1] > last[2]) break
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    expect(last[0]).toBeGreaterThan(last[1])
+    expect(last[1]).toBeGreaterThan(last[2])
   })
 })
