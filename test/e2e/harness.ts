@@ -94,7 +94,13 @@ export async function startDaemon (opts: { dataDir?: string, args?: string[], en
   // The daemon logs to stderr; anything on stdout is kept beside the logs (and the pipe drained,
   // so that a daemon printing there can never block on a full pipe).
   createInterface({ input: proc.stdout! }).on('line', line => { logs.push({ msg: line, stream: 'stdout' }) })
-  await ready
+  try {
+    await ready
+  } catch (err) {
+    // A daemon that never became ready must not outlive the caller that gave up on it.
+    if (proc.exitCode === null && proc.signalCode === null) { proc.kill('SIGKILL'); await exited }
+    throw err
+  }
   const info = JSON.parse(await readFile(join(dataDir, 'daemon.json'), 'utf8')) as DaemonInfo
   // before a `--`, whatever follows it is the workload's command line
   const withDir = (a: string[]): string[] => {
