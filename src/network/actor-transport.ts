@@ -106,6 +106,29 @@ interface Channel {
 }
 
 /**
+ * How long one stream's frames are delivered for in one event-loop turn before the other streams
+ * get theirs (checked every 8 frames). A peer that sends thousands of requests at once then holds
+ * up a request from a quiet peer by one round of the busy streams, ~2 ms each, not by everything
+ * they sent; quick frames still go hundreds to a turn, so their replies leave in large writes.
+ */
+const TURN_BUDGET_MS = 2
+
+/** A FIFO of frame events (an array with a read index: shift() in O(1)). */
+class FrameQueue {
+  private items: FrameEvent[] = []
+  private head = 0
+  get length (): number { return this.items.length - this.head }
+  push (evs: FrameEvent[]): void { for (const ev of evs) this.items.push(ev) }
+  shift (): FrameEvent | undefined {
+    if (this.head >= this.items.length) return undefined
+    const ev = this.items[this.head]
+    this.head++
+    if (this.head === this.items.length) { this.items = []; this.head = 0 } else if (this.head > 1024 && this.head * 2 > this.items.length) { this.items = this.items.slice(this.head); this.head = 0 }
+    return ev
+  }
+}
+
+/**
  * Frames queued after the first of a tick are written as one buffer, up to this size: one muxer frame, one
  * Noise encryption and one socket write instead of one each per frame. The receiver's frame
  * reader splits them as it would split a TCP segment. Nothing waits for a batch to fill.
@@ -499,15 +522,49 @@ class Libp2pActorTransport implements ActorTransport {
     channel.streams.add(stream)
     const origin: FrameOrigin = { peer, via: 'direct' }
     const reader = new FrameReader(this.maxFrameBytes, OVERSIZE_HEAD_BYTES)
+    // Frames read but not yet delivered: they are delivered for at most TURN_BUDGET_MS per
+    // event-loop turn, so a peer that sends thousands at once cannot make every other peer wait behind
+    // them (fair share per stream). While some wait, the stream is paused: yamux then stops
+    // granting the sender window, and the backlog is bounded by the window.
+    const backlog = new FrameQueue()
+    let scheduled = false
+    const deliverSome = (): void => {
+      scheduled = false
+      const until = performance.now() + TURN_BUDGET_MS
+      for (let n = 1; ; n++) {
+        const ev = backlog.shift()
+        if (ev === undefined) break
+        this.deliver(ev, origin, stream)
+        if (n % 8 === 0 && performance.now() >= until) break
+      }
+      if (backlog.length > 0) {
+        scheduled = true
+        if (stream.status === 'open' && stream.readStatus === 'readable') stream.pause()
+        setImmediate(deliverSome)
+      } else {
+        resumeReading()
+      }
+    }
+    /** Lets the stream emit what it buffered while paused (a message event, handled at once). */
+    const resumeReading = (): void => {
+      if (stream.readStatus !== 'paused') return
+      try {
+        stream.resume()
+      } catch (err) {
+        this.log.debug({ err, peer }, 'could not resume an actor stream')
+      }
+    }
 
     const onMessage = (evt: StreamMessageEvent): void => {
       channel.heardAt = Date.now()
       const data = evt.data
       const pieces: Iterable<Uint8Array> = data instanceof Uint8Array ? [data] : data
       for (const piece of pieces) {
-        for (const ev of reader.push(piece)) this.deliver(ev, origin, stream)
-        if (reader.failed) return
+        backlog.push(reader.push(piece))
+        if (reader.failed) break
       }
+      // Frames already waiting go first; otherwise deliver in this turn (the quick path).
+      if (!scheduled) deliverSome()
     }
     const onRemoteCloseWrite = (): void => {
       // The remote will write no more here (it retired this stream or is shutting down):
@@ -517,6 +574,9 @@ class Libp2pActorTransport implements ActorTransport {
       this.pump(channel)
     }
     const onClose = (): void => {
+      // Bytes that arrived while the stream was paused are still delivered: resuming emits them
+      // (into the backlog) before the listener goes.
+      resumeReading()
       stream.removeEventListener('message', onMessage)
       stream.removeEventListener('remoteCloseWrite', onRemoteCloseWrite)
       channel.streams.delete(stream)

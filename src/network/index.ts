@@ -109,6 +109,7 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
   const maxFrameBytes = init.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
   if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 1024) throw new InvalidConfig(`maxFrameBytes must be an integer ≥ 1024, got ${maxFrameBytes}`)
   const handshakes = new Handshakes()
+  const readBufferBytes = Math.max(4 * 1024 * 1024, 2 * maxFrameBytes + GOSSIP_RPC_OVERHEAD_BYTES)
 
   /** Listening addresses change rarely (listen, observed address); behaviours ask on every call. */
   let addrCache: string[] | undefined
@@ -121,8 +122,10 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
     streamMuxers: [yamux({
       maxEarlyStreams: YAMUX_MAX_EARLY_STREAMS,
       // A paused or not-yet-read stream buffers up to this much before being reset: room for a
-      // full frame arriving before the inbound handler attaches its reader.
-      streamOptions: { maxReadBufferLength: Math.max(4 * 1024 * 1024, 2 * maxFrameBytes + GOSSIP_RPC_OVERHEAD_BYTES) }
+      // full frame arriving before the inbound handler attaches its reader. The receive window
+      // (yamux's default grows to 16 MiB) is capped at the same size, so a sender can never
+      // overrun a stream the actor transport paused to let other peers' frames go first.
+      streamOptions: { maxReadBufferLength: readBufferBytes, maxStreamWindowSize: readBufferBytes }
     })],
     peerDiscovery: init.mdns === false ? [] : [mdns()],
     // Replaced by liveness.ts: libp2p's monitor reset busy connections whose ping was slow.

@@ -315,4 +315,38 @@ describe('libp2p actor transport', () => {
     expect(tagOf(got.frame)).toBe(42)
     expect(got.origin).toEqual({ peer: a.net.peerId, via: 'gossip', topic: TOPIC })
   })
+
+  it('delivers a quiet peer\'s frame within a round of a busy peer\'s backlog, not behind all of it', async () => {
+    const b = await startNode()
+    const [a, c] = [await startNode(), await startNode()]
+    for (const n of [a, c]) await n.net.peers.connect(b.net.addrs()[0], AbortSignal.timeout(5_000))
+    await c.net.transport.send(b.net.peerId, testFrame(0))
+    await b.inbox.until(() => b.inbox.frames().length === 1, 5_000, 'C\'s first frame')
+
+    // B's handler takes 0.2 ms per frame of A's, so A's 5,000 frames pile up at B; when B has
+    // handled 1,000 of them, C sends one frame. Counted: A's frames B handles in between.
+    const N = 5_000
+    let fromA = 0
+    let cSentAfter: number | undefined
+    let cDeliveredAfter: number | undefined
+    const waiters = new Set<() => void>()
+    b.net.transport.setReceiver({
+      onFrame: (_frame, origin) => {
+        if (origin.peer === c.net.peerId) cDeliveredAfter = fromA
+        else {
+          fromA++
+          const until = performance.now() + 0.2
+          while (performance.now() < until) { /* a slow handler */ }
+          if (fromA === 1_000) { cSentAfter = fromA; void c.net.transport.send(b.net.peerId, testFrame(1)) }
+        }
+        for (const w of [...waiters]) w()
+      },
+      onOversize: () => {}
+    })
+    await within(Promise.all(Array.from({ length: N }, async (_, i) => { await a.net.transport.send(b.net.peerId, testFrame(10 + i)) })), 30_000, 'A\'s sends')
+    await waitFor(() => fromA === N && cDeliveredAfter !== undefined, 30_000, 'every frame at B', (notify) => { waiters.add(notify); return () => { waiters.delete(notify) } })
+    // Delivered in turns of 16 frames per stream: C's frame waits a few turns of A's, not the
+    // hundreds of frames A's backlog held (each read of A's stream carries ~1,000 of them).
+    expect(cDeliveredAfter! - cSentAfter!).toBeLessThan(200)
+  })
 })
