@@ -1,4 +1,5 @@
 import type { Actor } from '../actor/actor.js'
+import { InvalidArgument } from '../lib/errors.js'
 import type { Reservation, ResourceManager } from './resources/index.js'
 import type { PortAllocator } from './ports/index.js'
 
@@ -34,7 +35,13 @@ export function ledgerThroughActor (ledger: ResourceManager, owner: Owner): Reso
     reserve: async (id, request, ttlMs) => await ask(owner, '/dms/node/resources/reserve', { id, resources: request, ttlMs }),
     reserveAll: async (items, ttlMs) => (await ask<{ reservations: Reservation[] }>(owner, '/dms/node/resources/reserve-all', { items: items.map(i => ({ id: i.id, resources: i.request })), ttlMs })).reservations,
     commit: async (id) => await ask(owner, '/dms/node/resources/commit', { id }),
-    release: async (id) => await ask(owner, '/dms/node/resources/release', { id })
+    release: async (id, also) => {
+      // another service's deletions cannot travel in a message: releaseWithPorts is the way
+      if (also !== undefined && also.length > 0) throw new InvalidArgument('through the resource manager, ports are released with releaseWithPorts')
+      return await ask(owner, '/dms/node/resources/release', { id })
+    },
+    // the resource manager releases with the port table it holds, in one batch
+    releaseWithPorts: async (id) => await ask(owner, '/dms/node/resources/release', { id, ports: true })
   }
 }
 
@@ -46,6 +53,10 @@ export function portsThroughActor (ports: PortAllocator, owner: Owner): PortAllo
     of: (allocationId) => ports.of(allocationId),
     list: () => ports.list(),
     reserve: async (allocationId, request) => (await ask<{ ports: number[] }>(owner, '/dms/node/ports/reserve', { allocationId, ...request })).ports,
-    release: async (allocationId) => (await ask<{ ports: number[] }>(owner, '/dms/node/ports/release', { allocationId })).ports
+    release: async (allocationId) => (await ask<{ ports: number[] }>(owner, '/dms/node/ports/release', { allocationId })).ports,
+    // Used by the resource manager's release of an id with its ports (one level batch): a
+    // callback cannot travel in a message, so it runs under the port table's own lock, which
+    // orders it with every change the port allocator makes.
+    releaseWith: async (allocationId, write) => await ports.releaseWith(allocationId, write)
   }
 }

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { isDmsError, type DmsError } from '../../src/lib/errors.js'
 import { createResourceManager, type ResourceManager, type ResourceManagerInit } from '../../src/services/resources/index.js'
+import { createPortAllocator } from '../../src/services/ports/index.js'
 import { GiB, log, MACHINE, manualClock, tempDb, type TempDb } from './helpers.js'
 
 async function caught (p: Promise<unknown> | (() => unknown)): Promise<DmsError> {
@@ -282,5 +283,38 @@ describe('resource ledger', () => {
   it('refuses mutations once stopped', async () => {
     await rm.stop()
     expect((await caught(rm.onboard({ cpuCores: 1, ramBytes: 1, diskBytes: 1 }))).name).toBe('NotRunning')
+  })
+
+  it('releases an id\'s resources and its ports in one write: both or neither', async () => {
+    const ports = createPortAllocator({ syncWrites: false, range: { min: 41_000, max: 41_063 } }, { db: t.db, log, clock: clock.now })
+    await ports.start()
+    try {
+      await rm.onboard({ cpuCores: 2, ramBytes: 4 * GiB, diskBytes: 20 * GiB })
+      await rm.reserve('a1', { cpuCores: 1 }, 60_000)
+      const leased = await ports.reserve('a1', { dynamic: 3 })
+      // the level batches written while releasing
+      const writes: Array<Array<{ type: string }>> = []
+      const onWrite = (ops: Array<{ type: string }>): void => { writes.push(ops) }
+      t.db.on('write', onWrite)
+      // a write that fails (the db refuses it) leaves both the reservation and the leases
+      const batch = t.db.batch.bind(t.db)
+      t.db.batch = (async () => { throw new Error('disk full') }) as unknown as typeof t.db.batch
+      await expect(rm.releaseWithPorts('a1', ports)).rejects.toThrow('disk full')
+      t.db.batch = batch
+      expect(rm.snapshot().reservations.map(r => r.id)).toEqual(['a1'])
+      expect(ports.of('a1')).toEqual(leased)
+
+      await expect(rm.releaseWithPorts('a1', ports)).resolves.toMatchObject({ released: 'reservation' })
+      t.db.off('write', onWrite)
+      expect(writes).toHaveLength(1)
+      expect(writes[0]).toHaveLength(1 + leased.length)
+      expect(rm.snapshot().reservations).toEqual([])
+      expect(ports.of('a1')).toEqual([])
+      // idempotent, and writes nothing when nothing is held
+      await expect(rm.releaseWithPorts('a1', ports)).resolves.toEqual({ released: 'none' })
+      expect(writes).toHaveLength(1)
+    } finally {
+      await ports.stop()
+    }
   })
 })

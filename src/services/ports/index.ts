@@ -4,7 +4,7 @@ import { InvalidArgument, InvalidConfig, NotRunning, PortUnavailable } from '../
 import type { Logger } from '../../lib/log.js'
 import type { Db } from '../../store/db.js'
 import { createSerial } from '../serial.js'
-import { jsonSublevel, type JsonSublevel } from '../store.js'
+import { jsonSublevel, type JsonDel, type JsonSublevel } from '../store.js'
 import { checkId } from '../ids.js'
 import { DEFAULT_PORT_RANGE, MAX_PORTS_PER_REQUEST, MAX_PROBES_PER_REQUEST, PORTS_SUBLEVEL } from './constants.js'
 import { isPortFreeOnOs } from './os-check.js'
@@ -26,6 +26,12 @@ export interface PortAllocator {
   reserve: (allocationId: string, request: PortRequest) => Promise<number[]>
   /** Ends every lease of the id; returns the freed ports (empty when it held none). */
   release: (allocationId: string) => Promise<number[]>
+  /**
+   * Ends every lease of the id in a batch that `write` makes together with its own changes: it
+   * gets the deletions to include and must have written them when it resolves (or throw, and no
+   * lease ends). The port table stays locked meanwhile.
+   */
+  releaseWith: <T>(allocationId: string, write: (deletions: JsonDel[]) => Promise<T>) => Promise<{ ports: number[], result: T }>
   /** The ports an allocation holds, ascending. */
   of: (allocationId: string) => number[]
   list: () => PortLease[]
@@ -158,15 +164,21 @@ class Allocator implements PortAllocator {
   }
 
   async release (allocationId: string): Promise<number[]> {
+    const { ports } = await this.releaseWith(allocationId, async (deletions) => {
+      if (deletions.length > 0) await this.db.batch(deletions, { sync: this.syncWrites })
+    })
+    return ports
+  }
+
+  async releaseWith<T> (allocationId: string, write: (deletions: JsonDel[]) => Promise<T>): Promise<{ ports: number[], result: T }> {
     checkId(allocationId, 'allocation id')
     return await this.serial(async () => {
       if (!this.running) throw new NotRunning('the port allocator is not running')
-      const ports = [...this.leases.values()].filter(l => l.allocationId === allocationId).map(l => l.port).sort((a, b) => a - b)
-      if (ports.length === 0) return []
-      await this.db.batch(ports.map(p => ({ type: 'del' as const, sublevel: this.sub, key: key(p) })), { sync: this.syncWrites })
+      const ports = this.of(allocationId)
+      const result = await write(ports.map(p => ({ type: 'del' as const, sublevel: this.sub, key: key(p) })))
       for (const p of ports) this.leases.delete(p)
-      this.log.debug({ allocationId, ports }, 'ports released')
-      return ports
+      if (ports.length > 0) this.log.debug({ allocationId, ports }, 'ports released')
+      return { ports, result }
     })
   }
 

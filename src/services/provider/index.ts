@@ -285,10 +285,12 @@ class Provider implements ProviderService {
     }
   }
 
-  /** Frees what an allocation id holds in the ledger and the port table (both idempotent). */
+  /**
+   * Frees what an allocation id holds in the ledger and the port table, in one level batch (a
+   * `kill -9` leaves both or neither); idempotent.
+   */
   async releaseReservation (id: string): Promise<void> {
-    await this.c.ports.release(id)
-    await this.c.resources.release(id)
+    await this.c.resources.releaseWithPorts(id, this.c.ports)
   }
 
   // ---- allocations ----

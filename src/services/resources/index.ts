@@ -6,7 +6,8 @@ import type { Logger } from '../../lib/log.js'
 import type { Db } from '../../store/db.js'
 import { checkId } from '../ids.js'
 import { createSerial, type Serial } from '../serial.js'
-import { jsonSublevel, type JsonSublevel } from '../store.js'
+import { jsonSublevel, type JsonDel, type JsonSublevel } from '../store.js'
+import type { PortAllocator } from '../ports/index.js'
 import {
   DEFAULT_SWEEP_INTERVAL_MS, LEDGER_SUBLEVEL, MAX_RESERVATION_TTL_MS
 } from './constants.js'
@@ -60,9 +61,15 @@ export interface ResourceManager {
   commit: (id: string) => Promise<Allocation>
   /**
    * Frees a reservation or an allocation. Idempotent: clean-up paths run again after restarts,
-   * so an unknown id answers `{ released: 'none' }` rather than failing.
+   * so an unknown id answers `{ released: 'none' }` rather than failing. `also`: deletions of
+   * another service written in the same batch (the allocation's ports: PortAllocator.releaseWith).
    */
-  release: (id: string) => Promise<{ released: 'reservation' | 'allocation' | 'none', resources?: ResourceVector }>
+  release: (id: string, also?: JsonDel[]) => Promise<Released>
+  /**
+   * Frees what `id` holds here and its port leases in `ports`, in one level batch: a `kill -9`
+   * leaves both or neither. Idempotent as `release`.
+   */
+  releaseWithPorts: (id: string, ports: PortAllocator) => Promise<Released>
   snapshot: () => LedgerSnapshot
   /** Deletes expired reservations now (the timer does this for the daemon's life). */
   sweep: () => Promise<string[]>
@@ -166,6 +173,8 @@ const RESERVATION = 'reservation/'
 const ALLOCATION = 'allocation/'
 const ONBOARDED = 'onboarded'
 
+export interface Released { released: 'reservation' | 'allocation' | 'none', resources?: ResourceVector }
+
 type LedgerOp =
   | { type: 'put', key: string, value: unknown }
   | { type: 'del', key: string }
@@ -244,11 +253,12 @@ class Ledger implements ResourceManager {
     this.log.debug({ reservations: this.reservations.size, allocations: this.allocations.size, onboarded: this.onboarded !== null }, 'ledger loaded')
   }
 
-  private async write (ops: LedgerOp[]): Promise<void> {
-    if (ops.length === 0) return
-    await this.db.batch(ops.map(op => op.type === 'put'
+  /** One level batch: the ledger's changes and `also` (another service's, written with them). */
+  private async write (ops: LedgerOp[], also: JsonDel[] = []): Promise<void> {
+    if (ops.length === 0 && also.length === 0) return
+    await this.db.batch([...ops.map(op => op.type === 'put'
       ? { type: 'put' as const, sublevel: this.sub, key: op.key, value: op.value }
-      : { type: 'del' as const, sublevel: this.sub, key: op.key }), { sync: this.syncWrites })
+      : { type: 'del' as const, sublevel: this.sub, key: op.key }), ...also], { sync: this.syncWrites })
   }
 
   /** Runs a mutation in the queue, then tells listeners; refuses when stopped. */
@@ -438,21 +448,26 @@ class Ledger implements ResourceManager {
     })
   }
 
-  async release (id: string): Promise<{ released: 'reservation' | 'allocation' | 'none', resources?: ResourceVector }> {
+  async releaseWithPorts (id: string, ports: PortAllocator): Promise<Released> {
+    return (await ports.releaseWith(id, async (deletions) => await this.release(id, deletions))).result
+  }
+
+  async release (id: string, also: JsonDel[] = []): Promise<Released> {
     checkId(id)
     return await this.mutate(async () => {
       const a = this.allocations.get(id)
       if (a !== undefined) {
-        await this.write([{ type: 'del', key: ALLOCATION + id }])
+        await this.write([{ type: 'del', key: ALLOCATION + id }], also)
         this.allocations.delete(id)
         return { released: 'allocation' as const, resources: a.resources }
       }
       const r = this.reservations.get(id)
       if (r !== undefined) {
-        await this.write([{ type: 'del', key: RESERVATION + id }])
+        await this.write([{ type: 'del', key: RESERVATION + id }], also)
         this.reservations.delete(id)
         return { released: 'reservation' as const, resources: r.resources }
       }
+      await this.write([], also)
       return { released: 'none' as const }
     })
   }
