@@ -2,6 +2,7 @@ import '../../src/lib/polyfill.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { PASSPHRASE, ROOT, dmsJson, startDaemon, tempDir, type Daemon } from '../../test/e2e/harness.js'
@@ -164,6 +165,11 @@ try {
 
   log(`loaded: ${CLIENTS} × ${INFLIGHT} in flight for ${SECONDS} s, the probe one at a time, garbage and rotating keys beside…`)
   const samples: number[] = []
+  // This process is nearly idle meanwhile: its event-loop delay is how late the machine runs a
+  // process that wants the CPU, a floor under any client's loaded latency (every process of the
+  // test shares this machine's cores).
+  const lateness = monitorEventLoopDelay({ resolution: 10 })
+  lateness.enable()
   let sampling = true
   const sampler = (async () => {
     const maxSamples = Math.ceil((SECONDS * 1000 + REPLY_SLACK_MS) / RSS_SAMPLE_MS)
@@ -179,6 +185,10 @@ try {
     try { loaded.set(c.name, (await c.next('load', SECONDS * 1000 + REPLY_SLACK_MS)).report) } catch (err) { loaded.set(c.name, undefined); log(String(err)) }
   }))
   sampling = false
+  lateness.disable()
+  // the histogram holds each 10 ms timer's whole interval: lateness is what exceeds 10 ms
+  const late = (ns: number): number => Math.max(0, Math.round((ns / 1e6 - 10) * 10) / 10)
+  const schedulingMs = { p50: late(lateness.percentile(50)), p99: late(lateness.percentile(99)), max: late(lateness.max) }
   await sampler
   const status = await procStatus(d.info.pid)
 
@@ -229,6 +239,8 @@ try {
     config: { clients: CLIENTS, inflight: INFLIGHT, seconds: SECONDS, unloadedCalls: UNLOADED_CALLS, callTimeoutMs: CALL_TIMEOUT_MS, rotatingInflight: ROTATING_INFLIGHT },
     clients: rows,
     floodCallsPerSecond: Math.round(totalOk / SECONDS),
+    /** How late this (idle) process's 10 ms timer ran during the load, ms. */
+    machineSchedulingDelayMs: schedulingMs,
     daemon: {
       alive: daemonAlive,
       answersAfter,
@@ -263,6 +275,7 @@ try {
     log(`garbage      ${g.framesSent} frames sent, streams dropped by the daemon ${g.streamsDropped}, replies ${JSON.stringify(g.replies)}${garbageRow.crashed ? '   CRASHED' : ''}`)
   }
   log(`flood throughput ${result.floodCallsPerSecond} calls/s ok in all`)
+  log(`machine: how late an idle process's 10 ms timer ran during the load (this machine's scheduling, a floor under any client's latency): p50 ${schedulingMs.p50} ms, p99 ${schedulingMs.p99} ms, max ${schedulingMs.max} ms`)
   log(`daemon: alive ${daemonAlive}, answers after the load ${answersAfter}; RSS idle ${idle?.rssMb ?? '?'} MB, peak (VmHWM) ${status?.hwmMb ?? '?'} MB, max sampled ${result.daemon.maxSampledRssMb ?? '?'} MB`)
   log(`daemon warnings: ${JSON.stringify(warnCounts)}`)
   for (const c of clients) if (c.crashed()) log(`${c.name} crashed; its last stderr lines:\n  ${c.stderrTail.slice(-12).join('\n  ')}`)
