@@ -217,6 +217,7 @@ export class Peers implements PeerService {
     const addrs = this.cleanAddrs(peerId, hello.addrs)
     await this.c.book.merge(peerId, { did, addrs, lastHelloAt: new Date().toISOString() })
     this.c.handshakes.heard(peerId)
+    this.log.debug({ peer: peerId, did }, 'hello heard')
     const id = peerIdFromString(peerId)
     if (addrs.length > 0) {
       // patch, not merge: the peer's own announcement is its address list now, and repeated
