@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
-import { Agent, type IncomingMessage } from 'node:http'
+import { Agent, get as httpGet, type IncomingMessage } from 'node:http'
 import { constants as osConstants } from 'node:os'
 import { isAbsolute, join, posix } from 'node:path'
-import Docker from 'dockerode'
+import type Docker from 'dockerode'
 import { BadRequest, Conflict, DmsError, ExecutorUnavailable, InvalidConfig, InvalidState, NotFound, NotRunning, PortUnavailable, Timeout } from '../../lib/errors.js'
 import type { Logger } from '../../lib/log.js'
 import {
@@ -61,11 +61,6 @@ function bounded<T extends object> (opts: T, ms: number = REQUEST_TIMEOUT_MS): T
   return { ...opts, abortSignal: AbortSignal.timeout(ms) }
 }
 
-/** `ping` with its options, which the declarations type as taking none. */
-interface EnginePing {
-  ping: (opts: { abortSignal: AbortSignal }) => Promise<unknown>
-}
-
 const statusOf = (err: unknown): number | undefined => (err as EngineError).statusCode
 const isAbort = (err: unknown): boolean => {
   const name = (err as EngineError).name
@@ -120,9 +115,22 @@ interface StopRecord {
  */
 const commandsFound = new Set<string>()
 
+/** GET /_ping on the engine: resolves on 200, rejects with the socket error or the status. */
+async function ping (endpoint: ReturnType<typeof parseDockerHost>, agent: Agent, timeoutMs: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const req = httpGet({ ...endpoint, protocol: 'http:', path: '/_ping', agent, signal: AbortSignal.timeout(timeoutMs) }, (res) => {
+      res.resume()
+      if (res.statusCode === 200) resolve(); else reject(Object.assign(new Error(`the engine answered /_ping with HTTP ${res.statusCode}`), { statusCode: res.statusCode }))
+    })
+    req.on('error', reject)
+  })
+}
+
 class DockerExecutor implements Executor {
   readonly name = 'docker' as const
-  private readonly docker: Docker
+  /** dockerode and its dependencies (~30 MB, ~0.2 s to load) load on first use, not at start. */
+  private client?: Promise<Docker>
+  private readonly endpoint: ReturnType<typeof parseDockerHost>
   private readonly agent = new Agent({ keepAlive: true })
   private readonly host: string
   private readonly nodeId: string
@@ -142,16 +150,22 @@ class DockerExecutor implements Executor {
     this.hostIp = init.hostIp ?? DEFAULT_HOST_IP
     this.useInit = init.init ?? true
     this.log = components.log
-    // our own agent, so that close() can end its kept-alive sockets
-    const options: Docker.DockerOptions & { agent: Agent } = { ...parseDockerHost(this.host), agent: this.agent }
-    this.docker = new Docker(options)
+    this.endpoint = parseDockerHost(this.host)
+  }
+
+  /** The engine's client, created on first use (our own agent, so that close() can end its kept-alive sockets). */
+  private async docker (): Promise<Docker> {
+    // (dockerode passes `agent` on to its modem; its declarations do not list it)
+    const options: Docker.DockerOptions & { agent: Agent } = { ...this.endpoint, agent: this.agent }
+    this.client ??= import('dockerode').then(m => new m.default(options))
+    return await this.client
   }
 
   async probe (): Promise<Probe> {
     try {
-      // only /_ping: podman answers /version in ~4 s here (it asks its runtime and conmon)
-      const engine: EnginePing = this.docker
-      await engine.ping({ abortSignal: AbortSignal.timeout(PROBE_TIMEOUT_MS) })
+      // only /_ping: podman answers /version in ~4 s here (it asks its runtime and conmon). A bare
+      // request, so that a node with no engine never loads the client library.
+      await ping(this.endpoint, this.agent, PROBE_TIMEOUT_MS)
       return { available: true, detail: `docker engine at ${this.host}` }
     } catch (err) {
       const why = isAbort(err) ? `no answer within ${PROBE_TIMEOUT_MS} ms` : ((err as EngineError).code ?? engineMessage(err))
@@ -164,7 +178,7 @@ class DockerExecutor implements Executor {
     const image = this.validate(spec)
     let imageInfo: Docker.ImageInspectInfo
     try {
-      imageInfo = await this.docker.getImage(image).inspect(bounded<Docker.ImageInspectOptions>({}))
+      imageInfo = await (await this.docker()).getImage(image).inspect(bounded<Docker.ImageInspectOptions>({}))
     } catch (err) {
       if (statusOf(err) === 404) {
         throw new BadRequest(`image ${image} is not on this node's docker engine, and images are never pulled: load or build it there first`, { field: 'image', image })
@@ -244,7 +258,7 @@ class DockerExecutor implements Executor {
     this.pending.add(ac)
     try {
       const follower = await this.followerOf(ref.id)
-      const container = this.docker.getContainer(ref.id)
+      const container = (await this.docker()).getContainer(ref.id)
       let status: number
       try {
         status = (await container.wait({ condition: 'not-running', abortSignal: ac.signal }) as { StatusCode: number }).StatusCode
@@ -269,7 +283,7 @@ class DockerExecutor implements Executor {
   }
 
   async stop (ref: WorkloadRef, graceMs: number): Promise<void> {
-    const container = this.docker.getContainer(ref.id)
+    const container = (await this.docker()).getContainer(ref.id)
     // recorded before the signal, so that a wait() that sees the end already knows who ended it
     const earlier = this.stops.get(ref.id)
     const record: StopRecord = earlier ?? { graceMs, killed: false, signalled: false }
@@ -303,7 +317,7 @@ class DockerExecutor implements Executor {
     if (!Array.isArray(argv) || argv.length === 0 || argv.some(a => typeof a !== 'string' || a.includes('\0'))) {
       throw new BadRequest('exec needs a command: a non-empty list of strings', { field: 'command' })
     }
-    const container = this.docker.getContainer(ref.id)
+    const container = (await this.docker()).getContainer(ref.id)
     const deadline = AbortSignal.timeout(Math.max(1, opts.timeoutMs))
     let exec: Docker.Exec
     let stream: NodeJS.ReadWriteStream
@@ -339,7 +353,7 @@ class DockerExecutor implements Executor {
   }
 
   async stats (ref: WorkloadRef): Promise<{ cpuSeconds?: number, memoryBytes?: number }> {
-    const container = this.docker.getContainer(ref.id)
+    const container = (await this.docker()).getContainer(ref.id)
     let s: Docker.ContainerStats
     try {
       s = await container.stats(bounded({ stream: false as const, 'one-shot': true }))
@@ -362,7 +376,7 @@ class DockerExecutor implements Executor {
 
   async alive (ref: WorkloadRef): Promise<boolean> {
     try {
-      const info = await this.docker.getContainer(ref.id).inspect(bounded({}))
+      const info = await (await this.docker()).getContainer(ref.id).inspect(bounded({}))
       return info.State.Running && info.State.StartedAt === ref.startTime && info.Config.Labels?.[LABEL_NODE] === this.nodeId
     } catch (err) {
       if (statusOf(err) === 404) return false
@@ -373,7 +387,7 @@ class DockerExecutor implements Executor {
   async list (): Promise<WorkloadRef[]> {
     let found: Docker.ContainerInfo[]
     try {
-      found = await this.docker.listContainers(bounded<Docker.ContainerListOptions>({ all: true, filters: JSON.stringify({ label: [`${LABEL_NODE}=${this.nodeId}`] }) }))
+      found = await (await this.docker()).listContainers(bounded<Docker.ContainerListOptions>({ all: true, filters: JSON.stringify({ label: [`${LABEL_NODE}=${this.nodeId}`] }) }))
     } catch (err) {
       throw this.failure(err, 'list containers')
     }
@@ -385,7 +399,7 @@ class DockerExecutor implements Executor {
       refs.push(...await Promise.all(ours.slice(i, i + LIST_INSPECT_CONCURRENCY).map(async (c): Promise<WorkloadRef | undefined> => {
         let startedAt: string
         try {
-          startedAt = (await this.docker.getContainer(c.Id).inspect(bounded({}))).State.StartedAt
+          startedAt = (await (await this.docker()).getContainer(c.Id).inspect(bounded({}))).State.StartedAt
         } catch (err) {
           if (statusOf(err) === 404) return undefined // removed meanwhile
           throw this.failure(err, 'inspect a listed container')
@@ -403,7 +417,7 @@ class DockerExecutor implements Executor {
     this.limitsOf.delete(ref.id)
     void follower?.then(f => { f?.close() })
     try {
-      await this.docker.getContainer(ref.id).remove(bounded({ force: true, v: true }))
+      await (await this.docker()).getContainer(ref.id).remove(bounded({ force: true, v: true }))
     } catch (err) {
       // gone already, or being removed by a concurrent call: either way nothing is left
       if (statusOf(err) === 404 || (statusOf(err) === 409 && /in progress/i.test(engineMessage(err)))) return
@@ -460,12 +474,12 @@ class DockerExecutor implements Executor {
   private async create (body: Docker.ContainerCreateOptions, allocationId: string): Promise<Docker.Container> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.docker.createContainer(bounded(body))
+        return await (await this.docker()).createContainer(bounded(body))
       } catch (err) {
         // Docker says 409; podman 500 "name ... is already in use"
         const taken = statusOf(err) === 409 || (statusOf(err) === 500 && /already in use/i.test(engineMessage(err)))
         if (taken && attempt === 0) {
-          const old = await this.docker.getContainer(body.name ?? '').inspect().catch(() => undefined)
+          const old = await (await this.docker()).getContainer(body.name ?? '').inspect().catch(() => undefined)
           if (old !== undefined && !old.State.Running && old.Config.Labels?.[LABEL_NODE] === this.nodeId && old.Config.Labels?.[LABEL_ALLOCATION] === allocationId) {
             await this.discard(old.Id)
             continue
@@ -578,14 +592,14 @@ class DockerExecutor implements Executor {
   /** Removes a container that must not stay (a failed start); failures are logged, not thrown. */
   private async discard (id: string): Promise<void> {
     try {
-      await this.docker.getContainer(id).remove(bounded({ force: true, v: true }))
+      await (await this.docker()).getContainer(id).remove(bounded({ force: true, v: true }))
     } catch (err) {
       if (statusOf(err) !== 404) this.log.warn({ err, container: id }, 'could not remove a container that failed to start')
     }
   }
 
   private follow (id: string, stdoutPath: string, stderrPath: string, dir: string): LogFollower {
-    const container = this.docker.getContainer(id)
+    const container = async (): Promise<Docker.Container> => (await this.docker()).getContainer(id)
     return createLogFollower({
       id,
       stdoutPath,
@@ -594,8 +608,8 @@ class DockerExecutor implements Executor {
       log: this.log,
       // `since` only when there is one: an empty value is a 400 from podman
       open: async (since, follow) => follow
-        ? await container.logs({ follow: true, stdout: true, stderr: true, timestamps: true, ...(since !== undefined ? { since } : {}) })
-        : await container.logs({ follow: false, stdout: true, stderr: true, timestamps: true, ...(since !== undefined ? { since } : {}) })
+        ? await (await container()).logs({ follow: true, stdout: true, stderr: true, timestamps: true, ...(since !== undefined ? { since } : {}) })
+        : await (await container()).logs({ follow: false, stdout: true, stderr: true, timestamps: true, ...(since !== undefined ? { since } : {}) })
     })
   }
 
@@ -605,7 +619,7 @@ class DockerExecutor implements Executor {
     if (f === undefined) {
       f = (async () => {
         try {
-          const labels = (await this.docker.getContainer(id).inspect(bounded({}))).Config.Labels ?? {}
+          const labels = (await (await this.docker()).getContainer(id).inspect(bounded({}))).Config.Labels ?? {}
           const out = labels[LABEL_STDOUT]
           const err = labels[LABEL_STDERR]
           const dir = labels[LABEL_DIR]
