@@ -70,7 +70,8 @@ export interface Daemon {
  * `lan`: run the daemon inside a network namespace of test/e2e/netns.ts, listening on its address,
  * with mDNS as configured (on unless `args` turn it off); its `cli` runs there too.
  */
-export async function startDaemon (opts: { dataDir?: string, args?: string[], env?: Record<string, string | undefined>, lan?: { netns: string, ip: string } } = {}): Promise<Daemon> {
+export async function startDaemon (opts: { dataDir?: string, args?: string[], env?: Record<string, string | undefined>, lan?: { netns: string, ip: string }, readyTimeoutMs?: number } = {}): Promise<Daemon> {
+  const readyTimeoutMs = opts.readyTimeoutMs ?? READY_TIMEOUT_MS
   const dataDir = opts.dataDir ?? await tempDir()
   const network = opts.lan === undefined ? ['--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns'] : ['--listen', `/ip4/${opts.lan.ip}/tcp/0`]
   const args = ['run', '--data-dir', dataDir, ...network, '--api-port', '0', ...(opts.args ?? [])]
@@ -82,7 +83,7 @@ export async function startDaemon (opts: { dataDir?: string, args?: string[], en
   const logs: Array<Record<string, unknown>> = []
   const exited = new Promise<number>(resolve => proc.on('exit', (c, sig) => { resolve(c ?? (sig === 'SIGKILL' ? 137 : 1)) }))
   const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`daemon did not become ready within ${READY_TIMEOUT_MS} ms:\n${tail(logs)}`)) }, READY_TIMEOUT_MS)
+    const timer = setTimeout(() => { reject(new Error(`daemon did not become ready within ${readyTimeoutMs} ms:\n${tail(logs)}`)) }, readyTimeoutMs)
     createInterface({ input: proc.stderr! }).on('line', line => {
       let rec: Record<string, unknown>
       try { rec = JSON.parse(line) } catch { rec = { msg: line } }
