@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { Agent, get as httpGet, type IncomingMessage } from 'node:http'
 import { constants as osConstants } from 'node:os'
 import { isAbsolute, join, posix } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type Docker from 'dockerode'
 import { BadRequest, Conflict, DmsError, ExecutorUnavailable, InvalidConfig, InvalidState, NotFound, NotRunning, PortUnavailable, Timeout } from '../../lib/errors.js'
 import type { Logger } from '../../lib/log.js'
@@ -114,6 +115,24 @@ interface StopRecord {
  * executor of the process, since an image never changes under its id.
  */
 const commandsFound = new Set<string>()
+
+/**
+ * A just-started container's start time. podman can fail an inspect that races the container's
+ * own exit (HTTP 500, "read /proc/<pid>/cgroup: no such process"): the container is there and has
+ * just ended, so the inspect is tried again, at most INSPECT_TRIES times in all.
+ */
+const INSPECT_TRIES = 3
+const INSPECT_RETRY_MS = 50
+async function startTimeOf (container: Docker.Container): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return (await container.inspect(bounded({}))).State.StartedAt
+    } catch (err) {
+      if (attempt >= INSPECT_TRIES || statusOf(err) !== 500) throw err
+      await sleep(INSPECT_RETRY_MS)
+    }
+  }
+}
 
 /** GET /_ping on the engine: resolves on 200, rejects with the socket error or the status. */
 async function ping (endpoint: ReturnType<typeof parseDockerHost>, agent: Agent, timeoutMs: number): Promise<void> {
@@ -238,7 +257,7 @@ class DockerExecutor implements Executor {
     this.followers.set(container.id, Promise.resolve(this.follow(container.id, spec.stdoutPath, spec.stderrPath, spec.dir)))
     let startedAt: string
     try {
-      startedAt = (await container.inspect(bounded({}))).State.StartedAt
+      startedAt = await startTimeOf(container)
     } catch (err) {
       void this.followers.get(container.id)?.then(f => { f?.close() })
       this.followers.delete(container.id)
