@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest'
-import { cleanup, startDaemon, type Daemon } from './harness.js'
+import { cleanup, eventually, startDaemon, type Daemon } from './harness.js'
 
 /**
  * Issue 10's defect: 20 daemons on loopback, each bootstrapped to the first, all connected, and
@@ -41,14 +41,12 @@ describe('hello at 20 daemons', () => {
     // Each daemon logs 'hello heard' (debug) with the sender's DID: read from its log as it comes.
     const heard = (d: Daemon): Set<string> => new Set(d.logs.filter(l => l.msg === 'hello heard' && typeof l.did === 'string').map(l => l.did as string))
     const missing = (): Array<{ node: string, missing: number }> => daemons
-      .map(d => ({ node: d.info.did, missing: [...dids].filter(x => x !== d.info.did && !heard(d).has(x)).length }))
+      .map(d => { const h = heard(d); return { node: d.info.did, missing: [...dids].filter(x => x !== d.info.did && !h.has(x)).length } })
       .filter(m => m.missing > 0)
     const started = Date.now()
-    // bounded: the logs arrive on pipes, with no event to await across processes
-    for (let i = 0; i < CONVERGE_TIMEOUT_MS / 250 && missing().length > 0; i++) {
-      if (Date.now() - started > CONVERGE_TIMEOUT_MS) break
-      await new Promise(resolve => setTimeout(resolve, 250))
-    }
+    // bounded polling: the logs arrive on pipes, with no event to await across processes; on
+    // timeout the assertion below names who is missing what
+    await eventually(async () => missing().length === 0, CONVERGE_TIMEOUT_MS, 250).catch(() => undefined)
     expect(missing()).toEqual([])
     console.log(`hello converged at ${N} daemons ${Date.now() - started} ms after the last was ready (hello every ${HELLO_INTERVAL})`)
   }, 900_000)
