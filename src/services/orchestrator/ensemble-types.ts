@@ -74,6 +74,11 @@ export interface Ensemble {
   }
   /** Fields of DMS's format that dms reads but does not act on (`subnet`, `keys`, `provision`, `redundancy`), by path, for the plan to show. */
   ignored: string[]
+  /**
+   * How ambiguous spellings were read, one `path: what was assumed` each, for `--dry-run` to
+   * show (a bare size such as DMS's `size: 2048`, a `dnsname` overridden by `dns_name`).
+   */
+  notes?: string[]
 }
 
 /** One problem in an ensemble file: where (`allocations.web.resources.ram.size`) and what. */
@@ -96,4 +101,6 @@ export interface EnsemblePlan {
     peer?: string
   }>
   ignored: string[]
+  /** The ensemble's `notes`. */
+  notes?: string[]
 }
