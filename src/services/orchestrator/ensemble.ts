@@ -100,11 +100,12 @@ export function checkEnsemble (text: string, opts: ParseEnsembleOptions = {}): C
   const c = new Check()
   const doc = parseDocument(text, { merge: true, uniqueKeys: true, prettyErrors: true })
   if (doc.errors.length > 0) {
-    for (const e of doc.errors) {
-      const pos = e.linePos?.[0]
-      const message = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')
-      c.issue(pos !== undefined ? `line ${pos.line}, column ${pos.col}` : '(document)', message)
-    }
+    // The first error only: the parser's later ones mostly follow from it (one unclosed bracket
+    // makes a dozen), and the rest of the file cannot be checked until it is fixed.
+    const e = doc.errors[0]
+    const pos = e.linePos?.[0]
+    const message = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')
+    c.issue(pos !== undefined ? `line ${pos.line}, column ${pos.col}` : '(document)', message)
     return { ok: false, issues: c.issues }
   }
   let root: unknown
@@ -177,7 +178,11 @@ class Check {
   readonly ignored: string[] = []
   readonly notes: string[] = []
 
+  /** Where a `${VAR}` could not be filled: what is left there is not checked again. */
+  readonly unfilled = new Set<string>()
+
   issue (path: string, message: string): void {
+    if (this.unfilled.has(path)) return
     this.issues.push({ path, message })
   }
 
@@ -224,7 +229,12 @@ function anchorCarriers (doc: Document): Set<string> {
 // ---- ${VAR} substitution ----
 
 function substituteTree (v: unknown, path: string, env: Record<string, string | undefined>, c: Check): unknown {
-  if (typeof v === 'string') return substitute(v, path, env, c)
+  if (typeof v === 'string') {
+    const before = c.issues.length
+    const s = substitute(v, path, env, c)
+    if (c.issues.length > before) c.unfilled.add(path)
+    return s
+  }
   if (Array.isArray(v)) return v.map((x, i) => substituteTree(x, item(path, i), env, c))
   if (isMap(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, substituteTree(x, at(path, k), env, c)]))
   return v
