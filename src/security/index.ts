@@ -1,8 +1,9 @@
 import type { Logger } from 'pino'
 import { silentLogger } from '../lib/log.js'
 import type { Db } from '../store/db.js'
+import type { Identity } from '../identity/identity.js'
 import { createAuthorizer, type CachingAuthorizer, type ProofSource } from './authorizer.js'
-import { createProofSource } from './proofs.js'
+import { createDelegatedProofSource, createProofSource } from './proofs.js'
 import { RevocationStore } from './revocations.js'
 import { createCapService, type CapService, type Publisher } from './service.js'
 import { ContextTrust } from './trust.js'
@@ -32,6 +33,8 @@ export interface Capabilities {
   attach: (publisher: Publisher) => void
   /** Calls `fn` after every change of the anchors or the revocations (already in force then). */
   onChange: (fn: () => void) => () => void
+  /** Proofs for a child actor (`subject`) acting for the node `issuer` on other nodes (createDelegatedProofSource). */
+  delegatedProofs: (issuer: Identity, subject: string, lifetimeMs: number) => ProofSource
 }
 
 export async function createCapabilities (init: CapabilitiesInit): Promise<Capabilities> {
@@ -63,6 +66,7 @@ export async function createCapabilities (init: CapabilitiesInit): Promise<Capab
     },
     stop: async () => { trust.close() },
     attach: (p) => { publisher = p },
+    delegatedProofs: (issuer, subject, lifetimeMs) => createDelegatedProofSource(issuer, () => trust.index, subject, lifetimeMs, init.now),
     onChange: (fn) => {
       const offTrust = trust.onChange(fn)
       const offRevocations = revocations.onAdded(() => { fn() })

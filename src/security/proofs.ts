@@ -1,6 +1,8 @@
 import type { ProofSource } from './authorizer.js'
 import { readAnchors } from './anchors.js'
 import type { VerifiedChain } from './chain.js'
+import type { Identity } from '../identity/identity.js'
+import { delegateTokens, grantToken } from './issue.js'
 import { covers } from './paths.js'
 import { buildIndex, type TrustIndex } from './trust.js'
 
@@ -13,6 +15,10 @@ const MAX_ATTACHED = 3
  * only unrestricted tokens are offered for them.
  */
 export function selectProofs (idx: TrustIndex, capability: string, audience: string, topic: string | undefined, now: number): string[] {
+  return selectChains(idx, capability, audience, topic, now).map(c => c.links[0].jwt)
+}
+
+function selectChains (idx: TrustIndex, capability: string, audience: string, topic: string | undefined, now: number): VerifiedChain[] {
   const fits = (c: VerifiedChain): boolean => {
     const g = c.links[0].grant
     if (c.expiresAt * 1000 <= now || (c.notBefore !== undefined && c.notBefore * 1000 > now)) return false
@@ -23,7 +29,6 @@ export function selectProofs (idx: TrustIndex, capability: string, audience: str
   return idx.provide.filter(fits)
     .sort((a, b) => b.expiresAt - a.expiresAt)
     .slice(0, MAX_ATTACHED)
-    .map(c => c.links[0].jwt)
 }
 
 /** A proof source over a live index (the daemon's context). */
@@ -40,4 +45,36 @@ export function createProofSource (index: () => TrustIndex, now: () => number = 
 export async function loadProofSource (dataDir: string, context: string): Promise<ProofSource> {
   const idx = await buildIndex(await readAnchors(dataDir, context))
   return createProofSource(() => idx)
+}
+
+/**
+ * Proofs for a child actor of the node (an orchestrator) that calls other nodes on the node's
+ * behalf: for each call, a token from the node to the child for exactly that capability, chained
+ * on the node's best fitting provide anchor (for receivers that trust whoever granted it), plus one
+ * signed by the node alone (for receivers that trust the node itself, the node among them).
+ * Tokens live `lifetimeMs` at most and are reused for half of that.
+ */
+export function createDelegatedProofSource (issuer: Identity, index: () => TrustIndex, subject: string, lifetimeMs: number, now: () => number = Date.now): ProofSource {
+  const cache = new Map<string, { tokens: string[], until: number }>()
+  return {
+    proofsFor: async (capability, audience, topic) => {
+      const key = `${capability}\u0000${audience}\u0000${topic ?? ''}`
+      const t = now()
+      const hit = cache.get(key)
+      if (hit !== undefined && hit.until > t) return hit.tokens
+      const idx = index()
+      const held = selectChains(idx, capability, audience, topic, t).filter(c => c.links[0].payload.aud === issuer.did && c.links[0].grant.depth !== 0)
+      const longest = Math.max(0, ...held.map(c => c.expiresAt * 1000))
+      const req = { subject, caps: [capability], topics: topic !== undefined ? [topic] : undefined }
+      let tokens: string[] = []
+      if (held.length > 0) {
+        const exp = Math.floor(Math.min(t + lifetimeMs, longest) / 1000)
+        tokens = await delegateTokens(issuer, held, { ...req, exp }, 'also', t).catch(() => [])
+      }
+      if (tokens.length === 0) tokens = [await grantToken(issuer, { ...req, exp: Math.floor((t + lifetimeMs) / 1000) })]
+      if (cache.size > 256) cache.clear()
+      cache.set(key, { tokens, until: t + lifetimeMs / 2 })
+      return tokens
+    }
+  }
 }
