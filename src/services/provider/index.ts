@@ -3,6 +3,7 @@ import { z } from 'zod'
 import type { Actor } from '../../actor/actor.js'
 import type { AnyBehavior } from '../../actor/behavior.js'
 import type { ActorInit } from '../../actor/system.js'
+import type { Handle } from '../../actor/types.js'
 import type { ActorKeys } from '../../identity/actor-keys.js'
 import type { Did } from '../../identity/did.js'
 import type { Identity } from '../../identity/identity.js'
@@ -23,7 +24,7 @@ import {
   ALLOCATION_CAPABILITY, ALLOCATION_DELEGATION_MS, ALLOCATION_INBOX_PREFIX, COMMIT_SWEEP_MS, COMMITS_SUBLEVEL, LOCAL_ENSEMBLE_PREFIX
 } from './constants.js'
 import {
-  AllocateRequest, CommitRequest, ContainerStartRequest, PortGiven,
+  AllocateRequest, CommitRequest, ContainerStartRequest, HandleSchema, PortGiven,
   type AllocateReply, type AllocationView, type CommitReply, type RevertReply
 } from './schemas.js'
 
@@ -61,6 +62,8 @@ export interface ProviderService {
   startContainer: (owner: string, request: unknown) => Promise<AllocationView>
   /** Frees what an allocation id holds in the ledger and the port table (idempotent). */
   releaseReservation: (id: string) => Promise<void>
+  /** Allocated commits made by an orchestrator elsewhere (to ask it, after a restart, whether they are still wanted). */
+  remoteCommits: () => Array<{ ensembleId: string, owner: string, orchestrator?: Handle }>
 }
 
 export interface ProviderComponents {
@@ -87,6 +90,7 @@ const CommitRecord = z.object({
   createdAt: z.number(),
   expiresAt: z.number(),
   allocated: z.boolean(),
+  orchestrator: HandleSchema.optional(),
   allocations: z.array(z.object({ name: z.string(), id: z.string(), resources: ResourceVectorSchema, ports: z.array(PortGiven) }))
 })
 type CommitRecord = z.infer<typeof CommitRecord>
@@ -172,6 +176,7 @@ class Provider implements ProviderService {
       // The record goes first: should the daemon die half-way, the commit is found at the next
       // start, unallocated, and released when it expires (ports included, which never expire).
       const record: CommitRecord = { ensembleId: req.ensembleId, owner, createdAt: now, expiresAt, allocated: false, allocations: done }
+      if (req.orchestrator !== undefined) record.orchestrator = req.orchestrator
       await this.sub.put(req.ensembleId, record)
       try {
         // one ledger operation for the whole commit: all reservations or none
@@ -291,6 +296,12 @@ class Provider implements ProviderService {
    */
   async releaseReservation (id: string): Promise<void> {
     await this.c.resources.releaseWithPorts(id, this.c.ports)
+  }
+
+  remoteCommits (): Array<{ ensembleId: string, owner: string, orchestrator?: Handle }> {
+    return [...this.commits.values()]
+      .filter(c => c.orchestrator !== undefined && c.orchestrator.addr.peer !== this.c.node.peerId)
+      .map(c => ({ ensembleId: c.ensembleId, owner: c.owner, orchestrator: c.orchestrator as Handle }))
   }
 
   // ---- allocations ----

@@ -24,10 +24,16 @@ export const PortAsk = z.strictObject({
 export const PortGiven = z.object({ private: z.number().int(), public: z.number().int(), protocol: z.enum(['tcp', 'udp']) })
 export type PortGiven = z.infer<typeof PortGiven>
 
+/** A did:key, typed as the actor layer types it. */
+const DidKey = z.templateLiteral(['did:key:z', z.string()])
+export const HandleSchema = z.object({ id: DidKey, did: DidKey, addr: z.object({ peer: z.string(), inbox: z.string() }) })
+
 export const CommitRequest = z.strictObject({
   ensembleId: EnsembleId,
   /** How long the commit holds before it is released by itself unless allocated. */
   ttlMs: z.number().int().positive().max(MAX_RESERVATION_TTL_MS).default(DEFAULT_COMMIT_TTL_MS),
+  /** The orchestrator actor, when there is one: asked after a restart whether the ensemble is still wanted here. */
+  orchestrator: HandleSchema.optional(),
   allocations: z.array(z.strictObject({
     name: AllocationName,
     resources: ResourceRequestSchema,
@@ -52,9 +58,6 @@ export const AllocateRequest = z.strictObject({
   allocations: z.array(z.strictObject({ name: AllocationName, spec: z.record(z.string(), z.unknown()) })).min(1).max(MAX_ALLOCATIONS_PER_COMMIT)
 })
 
-/** A did:key, typed as the actor layer types it. */
-const DidKey = z.templateLiteral(['did:key:z', z.string()])
-export const HandleSchema = z.object({ id: DidKey, did: DidKey, addr: z.object({ peer: z.string(), inbox: z.string() }) })
 
 export const AllocateReply = z.object({
   ensembleId: z.string(),
