@@ -1,7 +1,7 @@
 import type { z } from 'zod'
 import type { BehaviorDeclaration } from '../src/actor/behavior.js'
 import type { CallInfo } from '../src/actor/behavior.js'
-import type { AllocationServices, Services } from './services.js'
+import type { AllocationServices, OrchestratorServices, Services } from './services.js'
 
 /**
  * Declares one behaviour (one file per path). The identity function exists for its types: the
@@ -20,11 +20,19 @@ export function defineAllocationBehavior<const N extends keyof AllocationService
   return decl
 }
 
+/** Declares a behaviour of orchestrator actors (`orch/<ensembleId>`): their services are their own deployment. */
+export function defineOrchestratorBehavior<const N extends keyof OrchestratorServices, Req extends z.ZodType, Res extends z.ZodType> (
+  decl: BehaviorDeclaration<OrchestratorServices, N, Req, Res>
+): BehaviorDeclaration<OrchestratorServices, N, Req, Res> {
+  return decl
+}
+
 /**
  * For a long poll: a signal that aborts early enough (a tenth of the time left, at most 1 s before
  * the deadline) for the answer to still reach the caller, who gives up at the deadline itself.
  */
 export function pollSignal (call: CallInfo): AbortSignal {
   const left = call.envelope.exp - Date.now()
-  return AbortSignal.timeout(Math.max(0, left - Math.min(1_000, left / 10)))
+  // an integer: AbortSignal.timeout refuses a fractional delay (ERR_OUT_OF_RANGE)
+  return AbortSignal.timeout(Math.max(0, Math.floor(left - Math.min(1_000, left / 10))))
 }

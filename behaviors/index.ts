@@ -4,6 +4,8 @@ import { capBehaviors } from './cap/index.js'
 import { resourceBehaviors } from './node/onboarding/index.js'
 import actorsList from './node/actors/list.js'
 import { providerBehaviors } from './deployment/index.js'
+import { deploymentBehaviors } from './node/deployment/index.js'
+export { orchestratorBehaviors } from './orchestrator/index.js'
 export { allocationBehaviors } from './allocation/index.js'
 import portsList from './node/ports/list.js'
 import portsRelease from './node/ports/release.js'
@@ -23,7 +25,8 @@ export const behaviors = [
   portsRelease,
   portsList,
   actorsList,
-  ...providerBehaviors
+  ...providerBehaviors,
+  ...deploymentBehaviors
 ] as const
 
 /**

@@ -8,6 +8,7 @@ import type { NodeStateService } from '../src/services/node-state/index.js'
 import type { ActorInfo } from '../src/actor/system.js'
 import type { AllocationControl, ProviderService } from '../src/services/provider/index.js'
 import type { ExecutorStatus } from '../src/services/executors/index.js'
+import type { DeploymentService, OrchestratorControl } from '../src/services/orchestrator/index.js'
 
 /**
  * Every service a behaviour may ask for by name in `needs`. A handler receives exactly the ones it
@@ -27,10 +28,16 @@ export interface Services {
   executors: { status: () => ExecutorStatus[] }
   /** Deployments on this node (commit, allocate, revert) and its allocations. */
   provider: ProviderService
+  /** Deployments this node orchestrates, and its bids as a provider. */
+  deployments: DeploymentService
 }
 
 /** What an allocation actor's behaviours receive: their own allocation, nothing else. */
 export interface AllocationServices {
   allocation: AllocationControl
+}
+/** What an orchestrator actor's behaviours receive: their own deployment. */
+export interface OrchestratorServices {
+  orchestrator: OrchestratorControl
 }
 export type ServiceName = keyof Services

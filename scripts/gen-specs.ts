@@ -1,7 +1,7 @@
 import '../src/lib/polyfill.js'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { allocationBehaviors, behaviors } from '../behaviors/index.js'
+import { allocationBehaviors, behaviors, orchestratorBehaviors } from '../behaviors/index.js'
 import type { AnyBehavior } from '../src/actor/behavior.js'
 import { behaviorsMarkdown } from '../src/cli/behavior-docs.js'
 import { buildProgram } from '../src/cli/main.js'
@@ -31,6 +31,10 @@ const files: Record<string, string> = {
     title: 'Behaviours of allocation actors',
     intro: 'Every allocation runs as an actor of its own (inbox `alloc/<id>`, a key of its own; see allocations.md). These are invoked on its handle, which `/dms/deployment/allocate` and `/dms/node/allocations/list` give. Its controller (the DID that committed it) may invoke them without a capability; anyone else needs one, as for the node.',
     list: allocationBehaviors as unknown as readonly AnyBehavior[]
+  }, {
+    title: 'Behaviours of orchestrator actors',
+    intro: 'Every deployment is run by an orchestrator actor on the node it was deployed from (inbox `orch/<ensembleId>`, a key of its own; see deployments.md). Providers invoke these on its handle, which a bid request carries. Neither needs a capability: a bid proves itself by its signature, and `wanted` only tells the calling provider about its own part.',
+    list: orchestratorBehaviors as unknown as readonly AnyBehavior[]
   }]),
   'specs/cli.md': cliMarkdown()
 }

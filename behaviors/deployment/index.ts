@@ -1,6 +1,8 @@
 import allocate from './allocate.js'
 import commit from './commit.js'
 import revert from './revert.js'
+import request from './request.js'
+import requestDirect from './request/direct.js'
 import allocationsList from '../node/allocations/list.js'
 import allocationRestart from '../node/allocation/restart.js'
 import allocationStop from '../node/allocation/stop.js'
@@ -9,4 +11,4 @@ import containerStart from '../node/container/start.js'
 import containerStop from '../node/container/stop.js'
 
 /** The provider side of deployments, and the node's own allocation and container controls. */
-export const providerBehaviors = [commit, allocate, revert, allocationsList, allocationStop, allocationRestart, containerStart, containerStop, containerList] as const
+export const providerBehaviors = [commit, allocate, revert, request, requestDirect, allocationsList, allocationStop, allocationRestart, containerStart, containerStop, containerList] as const

@@ -2,7 +2,7 @@ import '../lib/polyfill.js'
 import { mkdir } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { Logger } from 'pino'
-import { allocationBehaviors, behaviors as builtinBehaviors, portAllocatorBehaviors, resourceManagerBehaviors } from '../../behaviors/index.js'
+import { allocationBehaviors, behaviors as builtinBehaviors, orchestratorBehaviors, portAllocatorBehaviors, resourceManagerBehaviors } from '../../behaviors/index.js'
 import type { Services } from '../../behaviors/services.js'
 import type { z } from 'zod'
 import type { AnyBehavior, BehaviorDeclaration } from '../actor/behavior.js'
@@ -20,6 +20,7 @@ import { ledgerThroughActor, portsThroughActor } from '../services/machine-actor
 import { createAllocationRuntime } from '../services/allocations/index.js'
 import { createExecutors } from '../services/executors/index.js'
 import { createProviderService, type ProviderService } from '../services/provider/index.js'
+import { createDeploymentService, type DeploymentService } from '../services/orchestrator/index.js'
 import { openDb, type Db } from '../store/db.js'
 import { resolveConfig, type Config, type ConfigInput } from './config.js'
 import type { NodeInfo } from './info.js'
@@ -139,6 +140,24 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       runtime,
       allocationBehaviors: allocationBehaviors as unknown as readonly AnyBehavior[]
     })
+    const deployments: DeploymentService = createDeploymentService({
+      db,
+      log: log.child({ part: 'deployments' }),
+      clock: now,
+      identity,
+      resources,
+      ports,
+      nodeState: machine.nodeState,
+      executors: () => executors.status(),
+      spawn: (init) => system.spawn(init),
+      actorKeys,
+      root: () => system.root,
+      delegatedProofs: (issuer, subject, lifetimeMs) => caps.delegatedProofs(issuer, subject, lifetimeMs),
+      connectedPeers: async () => (await network.peers.list()).filter(p => p.connected).map(p => p.id),
+      remoteCommits: () => provider.remoteCommits(),
+      releaseCommit: async (ensembleId, owner) => { await provider.revert(owner, ensembleId) },
+      orchestratorBehaviors: orchestratorBehaviors as unknown as readonly AnyBehavior[]
+    })
     const services: Services = {
       node: info,
       peers: network.peers,
@@ -149,7 +168,8 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       nodeState: machine.nodeState,
       actors: { list: () => system.list() },
       executors: { status: () => executors.status() },
-      provider
+      provider,
+      deployments
     }
     const system: ActorSystem = new ActorSystem({
       identity,
@@ -189,6 +209,9 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
     await network.start()
     closers.push(async () => { await network.stop() })
     caps.attach(system.root)
+    // Deployments last: resumed orchestrators publish and call providers at once.
+    await deployments.start()
+    closers.push(async () => { await deployments.stop() })
 
     let stopped = false
     return {

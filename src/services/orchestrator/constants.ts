@@ -1,0 +1,34 @@
+/** Gossipsub topic of bid requests (ARCHITECTURE.md, "Defaults worth knowing"; DMS's name). */
+export const DEPLOYMENT_TOPIC = '/nunet/deployment'
+/** Sublevel of the node's db holding deployments (one record per ensemble id). */
+export const DEPLOYMENTS_SUBLEVEL = 'deployments'
+/** Inbox prefix of orchestrator actors: `orch/<ensembleId>`. */
+export const ORCHESTRATOR_INBOX_PREFIX = 'orch/'
+/**
+ * Bid collection ends when every node has a bid, or after this long (DMS always waits 5 s; on
+ * loopback every bid is in within a few ms, across continents within a few hundred).
+ */
+export const DEFAULT_BID_WINDOW_MS = 1_000
+/** A deployment's deadline unless the request says otherwise (`dms deploy --timeout`). */
+export const DEFAULT_DEPLOY_TIMEOUT_MS = 120_000
+/** Deadline of one call to a provider (commit, allocate, start, status). */
+export const PROVIDER_CALL_MS = 10_000
+/**
+ * How long a provider keeps a commit that the orchestrator does not allocate: enough for the
+ * allocate that follows at once, short enough that a dead orchestrator leaks nothing for long.
+ */
+export const COMMIT_TTL_MS = 30_000
+/** Supervision: each allocation's status is asked this often once the deployment runs. */
+export const SUPERVISE_INTERVAL_MS = 1_000
+/** A provider that answers no status call for this long is lost: its allocations are placed elsewhere. */
+export const PROVIDER_LOST_MS = 5_000
+/** While starting: how often a started allocation is asked whether it runs (and is healthy). */
+export const START_POLL_MS = 100
+/** Candidates asked why they did not bid, when some node has no bid. */
+export const MAX_EXPLAIN_CANDIDATES = 32
+/** Transitions kept per deployment record (the oldest are dropped; the count is kept). */
+export const MAX_DEPLOYMENT_TRANSITIONS = 200
+/** Lifetime of the delegations a node gives an orchestrator actor (re-issued when older). */
+export const ORCHESTRATOR_DELEGATION_MS = 24 * 3600_000
+/** A provider restarted with a remote ensemble asks its orchestrator this long (backoff 1 s → 30 s) before it releases it. */
+export const WANTED_ASK_BOUND_MS = 120_000

@@ -1,0 +1,334 @@
+import { createHash, randomUUID } from 'node:crypto'
+import type { Actor } from '../../actor/actor.js'
+import type { AnyBehavior } from '../../actor/behavior.js'
+import type { ActorInit } from '../../actor/system.js'
+import type { Handle } from '../../actor/types.js'
+import type { ActorKeys } from '../../identity/actor-keys.js'
+import type { Did } from '../../identity/did.js'
+import type { Identity } from '../../identity/identity.js'
+import { InvalidState, NotFound, NotRunning, isDmsError } from '../../lib/errors.js'
+import type { Logger } from '../../lib/log.js'
+import type { ProofSource } from '../../security/authorizer.js'
+import type { Db } from '../../store/db.js'
+import { jsonSublevel, type JsonSublevel } from '../store.js'
+import { evaluateBidRequest, type BidderComponents } from './bidder.js'
+import {
+  DEFAULT_BID_WINDOW_MS, DEFAULT_DEPLOY_TIMEOUT_MS, DEPLOYMENTS_SUBLEVEL, DEPLOYMENT_TOPIC, MAX_DEPLOYMENT_TRANSITIONS,
+  ORCHESTRATOR_DELEGATION_MS, ORCHESTRATOR_INBOX_PREFIX, WANTED_ASK_BOUND_MS
+} from './constants.js'
+import type { Ensemble } from './ensemble-types.js'
+import { parseEnsemble } from './ensemble.js'
+import { Orchestration } from './orchestration.js'
+import { DeploymentRecord, isFinal, type Bid, type BidRequest, type DeploymentView, type DirectReply } from './schemas.js'
+
+export * from './schemas.js'
+export { DEPLOYMENT_TOPIC } from './constants.js'
+export type { Ensemble, EnsemblePlan } from './ensemble-types.js'
+
+/** What an orchestrator actor's behaviours act on: its own deployment. */
+export interface OrchestratorControl {
+  readonly ensembleId: string
+  acceptBids: (ensembleId: string, bids: Bid[]) => number
+  wanted: (peer: string) => boolean
+}
+
+export interface NewDeployment {
+  /** The ensemble file's text (YAML). */
+  ensemble: string
+  /** Values of the `${VAR}`s the file uses (the CLI sends those of its environment). */
+  env?: Record<string, string>
+  timeoutMs?: number
+  bidWindowMs?: number
+  /** Allow two ensemble nodes on one provider. */
+  colocate?: boolean
+}
+
+/** The orchestrator side of deployments on a node, and its provider side of bidding. */
+export interface DeploymentService {
+  start: () => Promise<void>
+  stop: () => Promise<void>
+  create: (owner: string, req: NewDeployment) => Promise<{ ensembleId: string, orchestrator: Handle }>
+  list: () => DeploymentView[]
+  /** The deployment; with `after`, waits (until `signal`) for a transition numbered past it. */
+  status: (id: string, opts?: { after?: number, signal?: AbortSignal }) => Promise<DeploymentView>
+  manifest: (id: string) => Manifest
+  shutdown: (id: string) => Promise<DeploymentView>
+  /** A chunk of an allocation's output, read through the orchestrator (which controls the allocation). */
+  logs: (id: string, allocation: string, req: { stream: 'stdout' | 'stderr', offset: number, maxBytes: number, wait: boolean, timeoutMs: number }) => Promise<unknown>
+  /** Provider side: a bid request heard on /nunet/deployment. */
+  onBidRequest: (req: BidRequest) => Promise<void>
+  /** Provider side: a bid request asked of this node directly (bids and reasons). */
+  answer: (req: BidRequest) => Promise<DirectReply>
+}
+
+export interface Manifest {
+  ensembleId: string
+  status: string
+  orchestrator?: Handle
+  nodes: Record<string, { peer: string, did: string, allocations: string[] }>
+  allocations: Record<string, { node: string, peer?: string, id?: string, handle?: Handle, status: string, ports: Array<{ private: number, public: number, protocol: 'tcp' | 'udp' }> }>
+}
+
+export interface DeploymentComponents extends BidderComponents {
+  db: Db
+  log: Logger
+  clock?: () => number
+  spawn: (init: ActorInit) => Actor
+  actorKeys: ActorKeys
+  /** The node's root actor, once the actor system exists: publishes bid requests, sends bids. */
+  root: () => Actor
+  /** Proofs for an orchestrator actor acting for the node on providers. */
+  delegatedProofs: (issuer: Identity, subject: string, lifetimeMs: number) => ProofSource
+  /** Connected peers (candidates to ask why they did not bid). */
+  connectedPeers: () => Promise<string[]>
+  /** Remote commits held here as a provider, to ask their orchestrators about after a restart. */
+  remoteCommits: () => Array<{ ensembleId: string, owner: string, orchestrator?: Handle }>
+  /** Releases a commit held here (as its owner would revert it). */
+  releaseCommit: (ensembleId: string, owner: string) => Promise<void>
+  orchestratorBehaviors: readonly AnyBehavior[]
+}
+
+export function createDeploymentService (c: DeploymentComponents): DeploymentService {
+  return new Deployments(c)
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString()
+
+class Deployments implements DeploymentService {
+  private readonly sub: JsonSublevel
+  private readonly live = new Map<string, { orchestration: Orchestration, actor: Actor, ensemble: Ensemble }>()
+  private readonly records = new Map<string, DeploymentRecord>()
+  private readonly waiters = new Set<() => void>()
+  private readonly clock: () => number
+  private running = false
+  private readonly background = new AbortController()
+
+  constructor (private readonly c: DeploymentComponents) {
+    this.sub = jsonSublevel(c.db, DEPLOYMENTS_SUBLEVEL)
+    this.clock = c.clock ?? Date.now
+  }
+
+  async start (): Promise<void> {
+    for await (const [key, value] of this.sub.iterator()) {
+      const r = DeploymentRecord.safeParse(value)
+      if (!r.success) { this.c.log.error({ key, error: r.error.message }, 'deployment record does not parse; left as it is'); continue }
+      this.records.set(r.data.ensembleId, r.data)
+    }
+    this.running = true
+    for (const r of this.records.values()) {
+      if (isFinal(r.status)) continue
+      await this.resume(r).catch((err: unknown) => { this.c.log.error({ err, ensembleId: r.ensembleId }, 'could not resume a deployment') })
+    }
+    // As a provider: commits of ensembles deployed from elsewhere may no longer be wanted.
+    for (const commit of this.c.remoteCommits()) void this.askWanted(commit)
+  }
+
+  async stop (): Promise<void> {
+    if (!this.running) return
+    this.running = false
+    this.background.abort()
+    await Promise.all([...this.live.values()].map(async l => { await l.orchestration.stop(); await l.actor.stop('refuse') }))
+    this.live.clear()
+    for (const w of this.waiters) w()
+  }
+
+  async create (owner: string, req: NewDeployment): Promise<{ ensembleId: string, orchestrator: Handle }> {
+    this.assertRunning()
+    const ensemble = parseEnsemble(req.ensemble, { env: req.env ?? {}, source: 'ensemble' })
+    const now = this.clock()
+    // DMS's form: the orchestrator's node and a uuid, hashed (64 hex: a valid ensemble id anywhere)
+    const ensembleId = createHash('sha256').update(`${this.c.identity.peerId}${randomUUID()}`).digest('hex')
+    const record: DeploymentRecord = {
+      ensembleId,
+      owner,
+      ensemble: ensemble as unknown as Record<string, unknown>,
+      status: 'Preparing',
+      reason: 'created',
+      createdAt: now,
+      deadline: now + (req.timeoutMs ?? DEFAULT_DEPLOY_TIMEOUT_MS),
+      colocate: req.colocate ?? false,
+      bidWindowMs: req.bidWindowMs ?? DEFAULT_BID_WINDOW_MS,
+      transitions: [{ at: now, status: 'Preparing', reason: 'created' }],
+      transitionCount: 1,
+      placement: {},
+      allocations: {},
+      excluded: [],
+      restartTimes: []
+    }
+    this.records.set(ensembleId, record)
+    await this.save(record)
+    const l = await this.resume(record)
+    return { ensembleId, orchestrator: l.actor.handle }
+  }
+
+  private async resume (record: DeploymentRecord): Promise<{ orchestration: Orchestration, actor: Actor }> {
+    const ensemble = record.ensemble as unknown as Ensemble
+    const identity = await this.c.actorKeys.loadOrCreate(keyName(record.ensembleId))
+    let orchestration: Orchestration | undefined
+    const control: OrchestratorControl = {
+      ensembleId: record.ensembleId,
+      acceptBids: (id, bids) => (orchestration as Orchestration).acceptBids(id, bids),
+      wanted: (peer) => (orchestration as Orchestration).wanted(peer)
+    }
+    const actor = this.c.spawn({
+      inbox: ORCHESTRATOR_INBOX_PREFIX + record.ensembleId,
+      identity,
+      kind: 'orchestrator',
+      controller: record.owner as Did,
+      behaviors: this.c.orchestratorBehaviors,
+      services: { orchestrator: control },
+      proofs: this.c.delegatedProofs(this.c.identity, identity.did, ORCHESTRATOR_DELEGATION_MS),
+      mailbox: { concurrency: 16, capacity: 1024 }
+    })
+    orchestration = new Orchestration({
+      actor,
+      ensemble,
+      record,
+      save: async () => { await this.save(record) },
+      publish: async (req) => { await this.c.root().publish(DEPLOYMENT_TOPIC, '/dms/deployment/request', req, { timeout: 10_000 }) },
+      askSelf: async (req) => await this.answer(req),
+      candidates: async () => await this.c.connectedPeers(),
+      selfPeer: this.c.identity.peerId,
+      log: this.c.log,
+      clock: this.clock
+    })
+    this.live.set(record.ensembleId, { orchestration, actor, ensemble })
+    orchestration.start()
+    return { orchestration, actor }
+  }
+
+  list (): DeploymentView[] {
+    return [...this.records.values()].sort((a, b) => a.createdAt - b.createdAt).map(r => this.view(r))
+  }
+
+  async status (id: string, opts: { after?: number, signal?: AbortSignal } = {}): Promise<DeploymentView> {
+    const r = this.get(id)
+    const after = opts.after
+    if (after !== undefined && opts.signal !== undefined) {
+      const signal = opts.signal
+      await new Promise<void>(resolve => {
+        const check = (): void => {
+          const cur = this.records.get(id)
+          if (cur === undefined || cur.transitionCount > after || isFinal(cur.status) || signal.aborted || !this.running) { this.waiters.delete(check); signal.removeEventListener('abort', check); resolve() }
+        }
+        this.waiters.add(check)
+        signal.addEventListener('abort', check, { once: true })
+        check()
+      })
+    }
+    return this.view(this.records.get(id) ?? r)
+  }
+
+  manifest (id: string): Manifest {
+    const r = this.get(id)
+    const e = r.ensemble as unknown as Ensemble
+    const m: Manifest = { ensembleId: id, status: r.status, nodes: {}, allocations: {} }
+    const actor = this.live.get(id)?.actor
+    if (actor !== undefined) m.orchestrator = actor.handle
+    for (const [n, p] of Object.entries(r.placement)) m.nodes[n] = { ...p, allocations: e.nodes[n]?.allocations ?? [] }
+    for (const [a, p] of Object.entries(r.allocations)) {
+      const entry: Manifest['allocations'][string] = { node: p.node, status: p.status, ports: p.ports }
+      if (p.peer !== undefined) entry.peer = p.peer
+      if (p.id !== undefined) entry.id = p.id
+      if (p.handle !== undefined) entry.handle = p.handle as Handle
+      m.allocations[a] = entry
+    }
+    return m
+  }
+
+  async shutdown (id: string): Promise<DeploymentView> {
+    const r = this.get(id)
+    const l = this.live.get(id)
+    if (l !== undefined) await l.orchestration.shutdown()
+    else if (!isFinal(r.status)) throw new InvalidState(`deployment ${id} is ${r.status} but has no orchestrator running here`)
+    return this.view(r)
+  }
+
+  async logs (id: string, allocation: string, req: { stream: 'stdout' | 'stderr', offset: number, maxBytes: number, wait: boolean, timeoutMs: number }): Promise<unknown> {
+    const r = this.get(id)
+    const a = r.allocations[allocation]
+    if (a === undefined) throw new NotFound(`deployment ${id} has no allocation ${allocation} (it has ${Object.keys(r.allocations).join(', ') || 'none placed yet'})`, { allocation })
+    const l = this.live.get(id)
+    if (a.handle === undefined || l === undefined) throw new InvalidState(`allocation ${allocation} of ${id} is ${a.status}: it has no workload to read`)
+    return await l.actor.invoke(a.handle as Handle, '/dms/allocation/logs', { stream: req.stream, offset: req.offset, maxBytes: req.maxBytes, wait: req.wait }, { timeout: req.timeoutMs })
+  }
+
+  // ---- provider side ----
+
+  async onBidRequest (req: BidRequest): Promise<void> {
+    if (!this.running) return
+    const reply = await evaluateBidRequest(this.c, req)
+    if (reply.bids.length === 0) return
+    await this.c.root().invoke(req.orchestrator, '/dms/deployment/bid', { ensembleId: req.ensembleId, bids: reply.bids }, { timeout: 10_000 })
+  }
+
+  async answer (req: BidRequest): Promise<DirectReply> {
+    this.assertRunning()
+    return await evaluateBidRequest(this.c, req)
+  }
+
+  /**
+   * A provider restarted with a commit of a remote ensemble asks its orchestrator whether it is
+   * still wanted (backoff 1 s → 30 s, for WANTED_ASK_BOUND_MS), and releases it if not or if no
+   * answer comes.
+   */
+  private async askWanted (commit: { ensembleId: string, owner: string, orchestrator?: Handle }): Promise<void> {
+    const signal = this.background.signal
+    const until = this.clock() + WANTED_ASK_BOUND_MS
+    let wait = 1_000
+    let wanted: boolean | undefined
+    while (!signal.aborted && commit.orchestrator !== undefined && this.clock() < until) {
+      try {
+        const r = await this.c.root().invoke<{ wanted: boolean }>(commit.orchestrator, '/dms/deployment/wanted', { ensembleId: commit.ensembleId }, { timeout: 5_000 })
+        wanted = r.wanted
+        break
+      } catch (err) {
+        // no such orchestrator (its deployment ended and was forgotten): not wanted
+        if (isDmsError(err, 'UnknownBehavior') || isDmsError(err, 'NotFound')) { wanted = false; break }
+        await new Promise(resolve => setTimeout(resolve, wait).unref())
+        wait = Math.min(30_000, wait * 2)
+      }
+    }
+    if (signal.aborted || wanted === true) return
+    this.c.log.info({ ensembleId: commit.ensembleId, answered: wanted !== undefined }, 'a remote ensemble is no longer wanted here: released')
+    await this.c.releaseCommit(commit.ensembleId, commit.owner).catch((err: unknown) => { this.c.log.warn({ err, ensembleId: commit.ensembleId }, 'could not release an unwanted commit') })
+  }
+
+  // ---- plumbing ----
+
+  private get (id: string): DeploymentRecord {
+    const r = this.records.get(id)
+    if (r === undefined) throw new NotFound(`no deployment ${id} on this node`, { ensembleId: id })
+    return r
+  }
+
+  private async save (r: DeploymentRecord): Promise<void> {
+    if (r.transitions.length > MAX_DEPLOYMENT_TRANSITIONS) r.transitions.splice(0, r.transitions.length - MAX_DEPLOYMENT_TRANSITIONS)
+    await this.sub.put(r.ensembleId, r)
+    for (const w of [...this.waiters]) w()
+  }
+
+  private view (r: DeploymentRecord): DeploymentView {
+    const v: DeploymentView = {
+      ensembleId: r.ensembleId,
+      status: r.status,
+      reason: r.reason,
+      owner: r.owner,
+      createdAt: iso(r.createdAt),
+      deadline: iso(r.deadline),
+      transitions: r.transitions.map(t => ({ at: iso(t.at), status: t.status, reason: t.reason })),
+      transitionCount: r.transitionCount,
+      allocations: Object.fromEntries(Object.entries(r.allocations).map(([a, p]) => [a, { node: p.node, peer: p.peer, id: p.id, status: p.status, restarts: p.restarts, ports: p.ports }]))
+    }
+    const actor = this.live.get(r.ensembleId)?.actor
+    if (actor !== undefined) v.orchestrator = actor.handle
+    return v
+  }
+
+  private assertRunning (): void {
+    if (!this.running) throw new NotRunning('deployments are not running on this node')
+  }
+}
+
+function keyName (ensembleId: string): string { return `orch:${ensembleId}` }
+

@@ -1,0 +1,117 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createNode, type Node } from '../../src/index.js'
+import { newIdentity } from '../../src/identity/identity.js'
+import { addRoot } from '../../src/security/index.js'
+import type { LedgerSnapshot } from '../../src/services/resources/index.js'
+import type { AllocationView } from '../../src/services/provider/index.js'
+import type { DeploymentView, Manifest } from '../../src/services/orchestrator/index.js'
+
+/**
+ * Deployments across three real nodes on loopback (issue 15): bids over gossipsub and direct,
+ * placement on three providers, commit and allocate, starts in dependency order, shutdown that
+ * releases everything everywhere, and the explanation when nothing fits. Node A deploys; B and C
+ * trust A's node key as a root (the simplest grant: a node of the same owner).
+ */
+const T = { timeout: 30_000 }
+const service = (name: string, extra = ''): string => `
+  ${name}:
+    executor: process
+    resources: { cpu: { cores: 0.1 }, ram: { size: 32MiB }, disk: { size: 1MiB } }
+    execution:
+      cmd: [sh, -c, 'echo ${name} started; while true; do sleep 1; done']${extra}`
+
+const THREE = `version: V1
+allocations:${service('db')}${service('api', '\n    depends_on: [db]')}${service('web', '\n    depends_on: [api]')}
+nodes:
+  n1: { allocations: [db] }
+  n2: { allocations: [api] }
+  n3: { allocations: [web] }
+`
+
+describe('deployments across nodes', () => {
+  let dir: string
+  const nodes: Node[] = []
+  let a: Node
+
+  const deploy = async (ensemble: string, extra: Record<string, unknown> = {}): Promise<string> =>
+    (await a.invoke<{ ensembleId: string }>(a.did, '/dms/node/deployment/new', { ensemble, ...extra }, T)).ensembleId
+  /** Follows the deployment's transitions (long polls) until `done` says so; bounded by the poll count. */
+  const until = async (id: string, done: (v: DeploymentView) => boolean): Promise<DeploymentView> => {
+    let v = await a.invoke<DeploymentView>(a.did, '/dms/node/deployment/status', { id }, T)
+    for (let i = 0; i < 200 && !done(v); i++) v = await a.invoke<DeploymentView>(a.did, '/dms/node/deployment/status', { id, after: v.transitionCount }, { timeout: 10_000 })
+    return v
+  }
+  const held = async (n: Node, ensembleId: string): Promise<string[]> => {
+    const l = await n.invoke<LedgerSnapshot>(n.did, '/dms/node/resources/ledger', {}, T)
+    return [...l.reservations, ...l.allocations].map(r => r.id).filter(id => id.startsWith(`${ensembleId}.`))
+  }
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dms-deploy-'))
+    const ids = await Promise.all([newIdentity(), newIdentity(), newIdentity()])
+    const config = { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, helloIntervalMs: 60_000, ports: { min: 42_000, max: 42_300 } }
+    for (const [i, identity] of ids.entries()) {
+      const dataDir = join(dir, `n${i}`)
+      if (i > 0) await addRoot(dataDir, 'dms', ids[0].did)
+      const bootstrap = i === 0 ? [] : [nodes[0].addrs()[0]]
+      nodes.push(await createNode({ dataDir, identity, config: { ...config, bootstrap } }))
+    }
+    a = nodes[0]
+    for (const n of nodes) await n.invoke(n.did, '/dms/node/onboarding/onboard', { cpuCores: 0.5, ramBytes: 256 * 2 ** 20, diskBytes: 64 * 2 ** 20, gpus: [] }, T)
+  })
+  afterAll(async () => {
+    for (const n of nodes) {
+      for (const x of (await n.invoke<{ allocations: AllocationView[] }>(n.did, '/dms/node/allocations/list', {}, T)).allocations) {
+        if (x.status === 'running' || x.status === 'starting') await n.invoke(n.did, '/dms/node/allocation/stop', { id: x.id, graceMs: 0 }, T)
+      }
+    }
+    for (const n of nodes.reverse()) await n.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('places three services on three providers, starts them in dependency order, and shuts them down leaving nothing', async () => {
+    const id = await deploy(THREE)
+    expect(id).toMatch(/^[0-9a-f]{64}$/)
+    const v = await until(id, s => s.status === 'Running' || s.status === 'Failed')
+    expect(v.status, v.reason).toBe('Running')
+    const m = await a.invoke<Manifest>(a.did, '/dms/node/deployment/manifest', { id }, T)
+    expect(new Set(Object.values(m.nodes).map(n => n.peer))).toEqual(new Set(nodes.map(n => n.peerId)))
+    // each runs on the provider the manifest names, and started after what it depends on
+    const started: Record<string, number> = {}
+    for (const [name, alloc] of Object.entries(m.allocations)) {
+      const provider = nodes.find(n => n.peerId === alloc.peer) as Node
+      const [view] = (await provider.invoke<{ allocations: AllocationView[] }>(provider.did, '/dms/node/allocations/list', { id: alloc.id }, T)).allocations
+      expect(view).toMatchObject({ status: 'running', ensembleId: id, name })
+      started[name] = Date.parse(view.startedAt as string)
+    }
+    expect(started.db).toBeLessThanOrEqual(started.api)
+    expect(started.api).toBeLessThanOrEqual(started.web)
+    const logs = await a.invoke<{ data: string }>(a.did, '/dms/node/deployment/logs', { id, allocation: 'api' }, T)
+    expect(logs.data).toBe('api started\n')
+
+    const done = await a.invoke<DeploymentView>(a.did, '/dms/node/deployment/shutdown', { id }, T)
+    expect(done.status).toBe('Completed')
+    for (const n of nodes) expect(await held(n, id)).toEqual([])
+    expect(done.transitions.map(t => t.status)).toEqual(expect.arrayContaining(['Preparing', 'Committing', 'Provisioning', 'Running', 'ShuttingDown', 'Completed']))
+  })
+
+  it('explains, per node and per provider, why nothing fits', async () => {
+    const big = THREE.replace('ram: { size: 32MiB }', 'ram: { size: 64GiB }')
+    const id = await deploy(big, { bidWindowMs: 300 })
+    const v = await until(id, s => s.status === 'Failed' || s.status === 'Running')
+    expect(v.status).toBe('Failed')
+    // the db node: every provider says how much RAM it has free; the others were placeable
+    expect(v.reason).toMatch(/^no provider for n1: n1: /)
+    for (const n of nodes) expect(v.reason).toContain(n.peerId.slice(0, 12))
+    expect(v.reason).toMatch(/ram|RAM/)
+    for (const n of nodes) expect(await held(n, id)).toEqual([])
+  })
+
+  it('refuses a bad ensemble at once, naming every problem', async () => {
+    const bad = THREE.replace('cores: 0.1', 'cores: many').replace('depends_on: [db]', 'depends_on: [nope]')
+    await expect(deploy(bad)).rejects.toMatchObject({ name: 'BadRequest', message: expect.stringMatching(/allocations\.db\.resources\.cpu\.cores[\s\S]*allocations\.api\.depends_on/) })
+  })
+})
