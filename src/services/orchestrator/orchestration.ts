@@ -249,10 +249,12 @@ export class Orchestration {
       for (const n of order) { const b = bids.get(n.name)?.[0]; if (b !== undefined) out[n.name] = { peer: b.peer, did: b.did } }
       return out
     }
+    // providers that run the ensemble's other nodes (a re-placement moves only some) are taken
+    const taken = new Set(Object.entries(this.record.placement).filter(([n]) => !nodes.some(x => x.name === n)).map(([, p]) => p.peer))
     const owner = new Map<string, string>()
     const tryNode = (node: string, seen: Set<string>): boolean => {
       for (const b of bids.get(node) ?? []) {
-        if (seen.has(b.peer)) continue
+        if (seen.has(b.peer) || taken.has(b.peer)) continue
         seen.add(b.peer)
         const holder = owner.get(b.peer)
         if (holder === undefined || tryNode(holder, seen)) {
@@ -413,7 +415,7 @@ export class Orchestration {
       if (lost.length > 0) {
         for (const peer of lost) if (!this.record.excluded.includes(peer)) this.record.excluded.push(peer)
         const nodes = Object.keys(this.record.placement).filter(n => lost.includes(this.record.placement[n].peer))
-        await this.recover(nodes, `provider ${lost.map(short).join(', ')} stopped answering for ${PROVIDER_LOST_MS / 1000} s`, [])
+        await this.recover(nodes, `provider ${lost.map(short).join(', ')} stopped answering for ${PROVIDER_LOST_MS / 1000} s`, [], lost)
         continue
       }
       const failed = [...views].filter(([name, v]) => v !== undefined && (v.status === 'failed' || (v.status === 'stopped' && this.c.ensemble.allocations[name].type === 'service'))).map(([name]) => name)
@@ -442,18 +444,21 @@ export class Orchestration {
     if (strategy === 'AllForOne') restart = new Set(Object.keys(e.allocations))
     if (strategy === 'RestForOne') for (const a of down) for (const d of dependentsOf(e, a)) restart.add(d)
     const why = `${down.join(', ')} ${down.length === 1 ? 'is' : 'are'} down (${down.map(a => views.get(a)?.reason ?? '').filter(r => r !== '').join('; ') || 'failed'}); ${strategy}: restarting ${[...restart].join(', ')}`
-    // allocations that ended on their provider are placed again (a provider keeps an ended one ended)
-    const ended = [...restart].filter(a => { const s = views.get(a)?.status; return s === undefined || s === 'failed' || s === 'stopped' || s === 'completed' })
-    const nodes = [...new Set(ended.map(a => e.allocations[a] !== undefined ? this.record.allocations[a].node : ''))].filter(n => n !== '')
+    // a task that completed stays completed; what ended otherwise is placed again (a provider
+    // keeps an ended allocation ended); what still runs is restarted where it is
+    for (const a of restart) if (views.get(a)?.status === 'completed') restart.delete(a)
+    const ended = [...restart].filter(a => { const s = views.get(a)?.status; return s === undefined || s === 'failed' || s === 'stopped' })
+    const nodes = [...new Set(ended.map(a => this.record.allocations[a].node))]
     const live = [...restart].filter(a => !ended.includes(a))
-    await this.recover(nodes, why, live)
+    await this.recover(nodes, why, live, [])
   }
 
   /**
    * Places `nodes` again (revert where they ran, bid, commit, allocate, start) and restarts the
-   * allocations `live` in place; counts against the supervisor's restart limit.
+   * allocations `live` in place; counts against the supervisor's restart limit. `lost` providers
+   * are not asked to revert: they do not answer, and ask whether they are wanted when they return.
    */
-  private async recover (nodes: string[], why: string, live: string[]): Promise<void> {
+  private async recover (nodes: string[], why: string, live: string[], lost: string[]): Promise<void> {
     const sup = this.c.ensemble.supervisor
     const now = this.c.clock()
     this.record.restartTimes = [...this.record.restartTimes.filter(t => t > now - sup.windowMs), now]
@@ -463,7 +468,7 @@ export class Orchestration {
     await this.transition('Provisioning', why)
     const e = this.c.ensemble
     const peers = new Set(nodes.map(n => this.record.placement[n].peer))
-    await Promise.all([...peers].map(async peer => { await this.revertOn(peer) }))
+    await Promise.all([...peers].filter(p => !lost.includes(p)).map(async peer => { await this.revertOn(peer) }))
     // a provider's revert covers every node of the ensemble on it
     const moving = Object.keys(this.record.placement).filter(n => peers.has(this.record.placement[n].peer))
     for (const n of moving) {
