@@ -81,8 +81,10 @@ export interface AllocationRuntime {
 export interface RecoveryReport {
   /** Still running: watched again. */
   adopted: string[]
-  /** Were pending, starting or running, and their workload is gone (or its executor): now failed. */
+  /** Were starting or running and their workload is gone, or their executor is: now failed. */
   failed: string[]
+  /** Created and never started: kept pending. */
+  pending: string[]
   /** Ended allocations whose release had not completed: `onEnded` called now. */
   released: string[]
   /** Workloads no record claims, stopped and removed. */
@@ -159,7 +161,7 @@ class Runtime implements AllocationRuntime {
     this.logTimer = setInterval(() => { this.rotateLogs().catch((err: unknown) => this.log.warn({ err }, 'log rotation failed')) }, this.logCheckIntervalMs)
     this.logTimer.unref()
     this.log.info({
-      adopted: report.adopted.length, failed: report.failed.length, released: report.released.length,
+      adopted: report.adopted.length, failed: report.failed.length, pending: report.pending.length, released: report.released.length,
       orphans: report.orphans.length, damaged: report.damaged.length, errors: report.errors
     }, 'allocations recovered')
     for (const d of report.damaged) this.log.error({ key: d.key, error: d.error }, 'allocation record does not parse; left as it is')
@@ -177,7 +179,7 @@ class Runtime implements AllocationRuntime {
   // ---- recovery ----
 
   private async recover (): Promise<RecoveryReport> {
-    const report: RecoveryReport = { adopted: [], failed: [], released: [], orphans: [], damaged: [], errors: [] }
+    const report: RecoveryReport = { adopted: [], failed: [], pending: [], released: [], orphans: [], damaged: [], errors: [] }
     const { records, damaged } = await this.store.loadAll()
     report.damaged = damaged
     this.entries.clear()
@@ -193,6 +195,11 @@ class Runtime implements AllocationRuntime {
       const alive = record.status === 'running' && ex !== undefined && ref !== undefined
         ? await ex.alive(ref).catch((err: unknown) => { report.errors.push(`${record.id}: cannot tell whether its workload runs: ${(err as Error).message}`); return undefined })
         : false
+      // Never asked to start, so nothing of it runs or was lost: its controller may still start it.
+      if (record.status === 'pending' && ref === undefined && ex !== undefined) {
+        report.pending.push(record.id)
+        continue
+      }
       if (alive !== false && ref !== undefined) {
         this.supervise(record.id).adopt(ref)
         claimed.add(claimKey(ref))

@@ -324,6 +324,18 @@ describe('allocation runtime', () => {
       expect(node.ended.sort()).toEqual(['keep', 'unreleased', 'vanish'])
     })
 
+    it('keeps an allocation that was never started pending, and it starts after the restart', async () => {
+      await node.runtime.create('later', { type: 'task', command: ['true'] })
+      await node.restart()
+      const report = await node.runtime.start()
+      expect(report.pending).toEqual(['later'])
+      expect(report.failed).not.toContain('later')
+      expect(node.runtime.get('later')).toMatchObject({ status: 'pending' })
+      await node.runtime.run('later')
+      await untilStatus(node.runtime, 'later', 'completed')
+      expect(node.runtime.get('later')?.transitions.map(t => t.status)).toEqual(['pending', 'starting', 'running', 'completed'])
+    })
+
     it('an adopted service that fails is restarted under its policy by the new runtime', async () => {
       await node.runtime.create('phoenix', { type: 'service', command: ['sh', '-c', `echo ready; ${idle('[ ! -e die ]')}; rm -f die; exit 1`], restart: { policy: 'on-failure', backoff: { baseMs: 10, maxMs: 10 } } })
       const first = await node.runtime.run('phoenix')
