@@ -16,6 +16,7 @@ set -euo pipefail
 
 DIR="${DMS_PODMAN_DIR:-/var/lib/dms-podman}"
 IMAGE="${DMS_PODMAN_IMAGE:-localhost/dms-busybox:latest}"
+NGINX_IMAGE="${DMS_PODMAN_NGINX_IMAGE:-localhost/dms-nginx-standin:latest}"
 SOCK="$DIR/docker.sock"
 # Upper bound on the wait for the service's /_ping after starting it (it answers in ~1 s here).
 PING_TRIES=150 # × 0.1 s = 15 s
@@ -134,29 +135,60 @@ else
   log "started the service (pid $pid) on $SOCK"
 fi
 
-# ---- the image, built offline -------------------------------------------------------------------
+# ---- the images, built offline ------------------------------------------------------------------
 # A rootfs of Debian's static busybox with a link per applet, imported as an image. /tmp, /proc,
 # /sys, /dev exist as mount points; /etc/passwd and /etc/group name root and nobody so `id` and
 # `whoami` answer.
+#
+# A second image stands in for `nginxdemos/hello:plain-text`, which DMS's own ensemble files run
+# (and no registry is reachable here): the same rootfs with an `nginx` that answers `nginx -t` as
+# nginx does and otherwise serves a page on port 80 with busybox httpd. With it, DMS's files deploy
+# as written once their images are mapped (`dms deploy --image`).
+rootfs () {
+  mkdir -p "$1/bin" "$1/etc" "$1/tmp" "$1/proc" "$1/sys" "$1/dev" "$1/root"
+  chmod 1777 "$1/tmp"
+  cp /bin/busybox "$1/bin/busybox"
+  for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$1/bin/$applet"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$1/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$1/etc/group"
+}
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
 if podman image exists "$IMAGE"; then
   log "image $IMAGE present"
 else
-  root="$(mktemp -d)"
-  trap 'rm -rf "$root"' EXIT
-  mkdir -p "$root/rootfs/bin" "$root/rootfs/etc" "$root/rootfs/tmp" "$root/rootfs/proc" "$root/rootfs/sys" "$root/rootfs/dev" "$root/rootfs/root"
-  chmod 1777 "$root/rootfs/tmp"
-  cp /bin/busybox "$root/rootfs/bin/busybox"
-  for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$root/rootfs/bin/$applet"
-  done
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/rootfs/etc/passwd"
-  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/rootfs/etc/group"
-  tar -C "$root/rootfs" -cf "$root/rootfs.tar" .
-  podman import --quiet --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' "$root/rootfs.tar" "$IMAGE" >/dev/null
+  rootfs "$work/busybox"
+  tar -C "$work/busybox" -cf "$work/busybox.tar" .
+  podman import --quiet --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' "$work/busybox.tar" "$IMAGE" >/dev/null
   log "built image $IMAGE from busybox-static ($(/bin/busybox --list | wc -l) applets)"
+fi
+if podman image exists "$NGINX_IMAGE"; then
+  log "image $NGINX_IMAGE present"
+else
+  rootfs "$work/nginx"
+  rm -f "$work/nginx/bin/nginx"
+  mkdir -p "$work/nginx/www"
+  echo 'Server name: dms-nginx-standin' >"$work/nginx/www/index.html"
+  cat >"$work/nginx/bin/nginx" <<'NGINX'
+#!/bin/sh
+# nginx as DMS's ensembles use it: `nginx -t` checks the configuration, `nginx` serves port 80.
+if [ "$1" = "-t" ]; then
+  echo 'nginx: the configuration file /etc/nginx/nginx.conf syntax is ok' >&2
+  echo 'nginx: configuration file /etc/nginx/nginx.conf test is successful' >&2
+  exit 0
+fi
+exec httpd -f -p 80 -h /www
+NGINX
+  chmod 755 "$work/nginx/bin/nginx"
+  tar -C "$work/nginx" -cf "$work/nginx.tar" .
+  podman import --quiet --change 'ENV PATH=/bin' --change 'CMD ["nginx"]' "$work/nginx.tar" "$NGINX_IMAGE" >/dev/null
+  log "built image $NGINX_IMAGE (busybox httpd behind an nginx stand-in)"
 fi
 
 echo "export DOCKER_HOST=unix://$SOCK"
 echo "export CONTAINERS_CONF=$CONTAINERS_CONF"
 echo "export CONTAINERS_STORAGE_CONF=$CONTAINERS_STORAGE_CONF"
 echo "export DMS_TEST_DOCKER_IMAGE=$IMAGE"
+echo "export DMS_TEST_NGINX_IMAGE=$NGINX_IMAGE"

@@ -14,7 +14,9 @@ export default defineBehavior({
     /** How long bids are collected at most (default 1 s). */
     bidWindowMs: z.number().int().positive().max(60_000).optional(),
     /** Allow two ensemble nodes on one provider (default false). */
-    colocate: z.boolean().optional()
+    colocate: z.boolean().optional(),
+    /** Images to run instead of those the file names: {"hello-world": "localhost/my-image"}. */
+    images: z.record(z.string().min(1), z.string().min(1)).optional()
   }),
   response: z.object({ ensembleId: z.string(), orchestrator: HandleSchema }),
   needs: ['deployments'],

@@ -41,6 +41,8 @@ export interface NewDeployment {
   bidWindowMs?: number
   /** Allow two ensemble nodes on one provider. */
   colocate?: boolean
+  /** Images run instead of those the file names (`hello-world` → a locally built image). */
+  images?: Record<string, string>
 }
 
 /** The orchestrator side of deployments on a node, and its provider side of bidding. */
@@ -134,7 +136,7 @@ class Deployments implements DeploymentService {
 
   async create (owner: string, req: NewDeployment): Promise<{ ensembleId: string, orchestrator: Handle }> {
     this.assertRunning()
-    const ensemble = parseEnsemble(req.ensemble, { env: req.env ?? {}, source: 'ensemble' })
+    const ensemble = withImages(parseEnsemble(req.ensemble, { env: req.env ?? {}, source: 'ensemble' }), req.images ?? {})
     const now = this.clock()
     // DMS's form: the orchestrator's node and a uuid, hashed (64 hex: a valid ensemble id anywhere)
     const ensembleId = createHash('sha256').update(`${this.c.identity.peerId}${randomUUID()}`).digest('hex')
@@ -331,4 +333,16 @@ class Deployments implements DeploymentService {
 }
 
 function keyName (ensembleId: string): string { return `orch:${ensembleId}` }
+
+/** The ensemble with its images replaced as `images` says, each replacement noted. */
+export function withImages (e: Ensemble, images: Record<string, string>): Ensemble {
+  const notes = [...(e.notes ?? [])]
+  for (const a of Object.values(e.allocations)) {
+    const image = a.execution.image
+    if (image === undefined || images[image] === undefined) continue
+    a.execution.image = images[image]
+    notes.push(`allocations.${a.name}.execution.image: ${image} runs as ${images[image]}`)
+  }
+  return { ...e, notes }
+}
 
