@@ -56,7 +56,7 @@ function ensemble (r: typeof ONE, chain: boolean): string {
   ${name}:
     executor: process
     resources: { cpu: { cores: ${r.cpuCores} }, ram: { size: ${r.ramBytes / MiB}MiB }, disk: { size: ${r.diskBytes / MiB}MiB } }
-    execution: { cmd: [${COMMAND.join(', ')}] }${chain && dep !== undefined ? `\n    depends_on: [${dep}]` : ''}`
+    execution: { cmd: ${JSON.stringify(COMMAND)} }${chain && dep !== undefined ? `\n    depends_on: [${dep}]` : ''}`
   return `version: V1
 allocations:${svc('a')}${svc('b', 'a')}${svc('c', 'b')}
 nodes:
@@ -77,14 +77,28 @@ async function held (n: Node, ensembleId?: string): Promise<string[]> {
   return [...l.reservations, ...l.allocations].map(r => r.id).filter(id => ensembleId === undefined || id.startsWith(`${ensembleId}.`))
 }
 
-/** Polls every daemon's ledger until none holds anything of `ensembleId`; ms from `t0`, or undefined past the bound. */
+/** Ensembles still held somewhere when the call that should have released them had returned. */
+const heldAfterReturn: string[] = []
+
+/**
+ * Polls every daemon's ledger until none holds anything of `ensembleId`; ms from `t0`, or
+ * undefined past the bound. Called once the shutdown (or revert) answered, which it does only
+ * after the providers released: a first look that still finds something is noted.
+ */
 async function releasedAfter (ensembleId: string, t0: number): Promise<number | undefined> {
   for (let i = 0; i < 1_000 && performance.now() - t0 < RELEASE_BOUND_MS; i++) {
     const left = await Promise.all(nodes.map(async n => await held(n, ensembleId)))
     if (left.every(l => l.length === 0)) return performance.now() - t0
+    if (i === 0) heldAfterReturn.push(`${ensembleId.slice(0, 12)}: ${left.flat().join(', ')}`)
     await sleep(10)
   }
   return undefined
+}
+
+/** How many distinct providers run a deployment (colocation is off: it must be 3). */
+async function providers (id: string): Promise<number> {
+  const m = await call<{ nodes: Record<string, { peer: string }> }>(nodes[0], '/dms/node/deployment/manifest', { id })
+  return new Set(Object.values(m.nodes).map(n => n.peer)).size
 }
 
 /** Follows a deployment by long polls until Running, Completed or Failed, or the bench's bound. */
@@ -106,19 +120,21 @@ function phaseAt (v: DeploymentView, status: string): number {
   return t === undefined ? NaN : Date.parse(t.at) - Date.parse(v.createdAt)
 }
 
-interface DeployRun { ok: boolean, toRunningMs: number, daemonMs: number, bidsMs: number, commitMs: number, provisionMs: number, shutdownMs: number, releasedMs: number | undefined, status: string, reason: string }
+interface DeployRun { ok: boolean, providers: number, toRunningMs: number, daemonMs: number, bidsMs: number, commitMs: number, provisionMs: number, shutdownMs: number, releasedMs: number | undefined, status: string, reason: string }
 
 async function deployOnce (chain: boolean): Promise<DeployRun> {
   const a = nodes[0]
   const t0 = performance.now()
   const { ensembleId } = await call<{ ensembleId: string }>(a, '/dms/node/deployment/new', { ensemble: ensemble(ONE, chain), timeoutMs: DEPLOY_TIMEOUT_MS, colocate: false })
   const { v, ms, settled } = await settle(ensembleId, t0)
+  const spread = v.status === 'Running' ? await providers(ensembleId) : 0
   const t1 = performance.now()
   await call(a, '/dms/node/deployment/shutdown', { id: ensembleId })
   const shutdownMs = performance.now() - t1
   const releasedMs = await releasedAfter(ensembleId, t1)
   return {
     ok: v.status === 'Running',
+    providers: spread,
     toRunningMs: ms,
     daemonMs: phaseAt(v, 'Running'),
     bidsMs: phaseAt(v, 'Committing'),
@@ -221,6 +237,7 @@ try {
     const ok = okRuns(xs)
     return {
       running: ok.length,
+      onFewerThan3Providers: ok.filter(x => x.providers !== 3).length,
       failed: xs.filter(x => !x.ok).map(x => `${x.status}: ${x.reason}`),
       toRunning: stats(ok.map(x => x.toRunningMs)),
       onDaemon: stats(ok.map(x => x.daemonMs)),
@@ -233,6 +250,7 @@ try {
   const handOk = hand.filter(h => h.ok)
   const r1 = {
     rounds: ROUNDS,
+    heldAfterReturn,
     flat: summary(flat),
     chain: summary(chain),
     byHand: {
@@ -250,7 +268,7 @@ try {
   }
   type S = ReturnType<typeof stats>
   const row = (name: string, ok: number, s: S, extra: string): string =>
-    `  ${name.padEnd(26)} ${String(ok).padStart(2)}/${ROUNDS}  p50 ${String(s.p50).padStart(5)} ms  p90 ${String(s.p90).padStart(5)} ms  max ${String(s.max).padStart(5)} ms   ${extra}`
+    `  ${name.padEnd(30)} ${String(ok).padStart(2)}/${ROUNDS}  p50 ${String(s.p50).padStart(5)} ms  p90 ${String(s.p90).padStart(5)} ms  max ${String(s.max).padStart(5)} ms   ${extra}`
   const f = r1.flat
   const c = r1.chain
   log('')
@@ -262,9 +280,11 @@ try {
   log(`  shutdown call p50 ${f.shutdownP50} ms / ${c.shutdownP50} ms (chain); until no ledger holds anything of it p50 ${f.releasedP50} / ${c.releasedP50} ms; by-hand revert ${r1.byHand.revertP50} ms, released ${r1.byHand.releasedP50} ms`)
   for (const [name, s] of [['no depends_on', f], ['chain', c]] as const) {
     for (const why of s.failed) log(`  FAILED (${name}): ${why}`)
+    if (s.onFewerThan3Providers > 0) log(`  PLACED ON FEWER THAN 3 PROVIDERS (${name}): ${s.onFewerThan3Providers}`)
     if (s.notReleased > 0) log(`  NOT RELEASED within ${RELEASE_BOUND_MS / 1000} s (${name}): ${s.notReleased}`)
   }
   for (const why of r1.byHand.failed) log(`  FAILED (by hand): ${why}`)
+  for (const h of heldAfterReturn) log(`  STILL HELD when shutdown/revert had answered: ${h}`)
 
   // 2. many at once
   log('')
@@ -288,7 +308,10 @@ try {
     if ('error' in s) { byStatus.error = (byStatus.error ?? 0) + 1; failures.push(`${s.id.slice(0, 8)}: status not readable: ${s.error}`); continue }
     const k = s.settled ? s.v.status : 'unsettled'
     byStatus[k] = (byStatus[k] ?? 0) + 1
-    if (s.v.status === 'Running') times.push(s.ms)
+    if (s.v.status === 'Running') {
+      times.push(s.ms)
+      if (await providers(s.id) !== 3) failures.push(`${s.id.slice(0, 8)} Running, but on fewer than 3 providers`)
+    }
     else failures.push(`${s.id.slice(0, 8)} ${k}${s.settled ? '' : ` (still ${s.v.status} after ${SETTLE_BOUND_MS / 1000} s)`}: ${s.v.reason}`)
   }
   const t1 = performance.now()
