@@ -304,12 +304,14 @@ try {
   const byStatus: Record<string, number> = {}
   const failures: string[] = submitted.filter((x): x is Error => x instanceof Error).map(e => `not submitted: ${e.name}: ${e.message}`)
   const times: number[] = []
+  const phases: Array<{ bids: number, commit: number, provision: number }> = []
   for (const s of settled) {
     if ('error' in s) { byStatus.error = (byStatus.error ?? 0) + 1; failures.push(`${s.id.slice(0, 8)}: status not readable: ${s.error}`); continue }
     const k = s.settled ? s.v.status : 'unsettled'
     byStatus[k] = (byStatus[k] ?? 0) + 1
     if (s.v.status === 'Running') {
       times.push(s.ms)
+      phases.push({ bids: phaseAt(s.v, 'Committing'), commit: phaseAt(s.v, 'Provisioning') - phaseAt(s.v, 'Committing'), provision: phaseAt(s.v, 'Running') - phaseAt(s.v, 'Provisioning') })
       if (await providers(s.id) !== 3) failures.push(`${s.id.slice(0, 8)} Running, but on fewer than 3 providers`)
     }
     else failures.push(`${s.id.slice(0, 8)} ${k}${s.settled ? '' : ` (still ${s.v.status} after ${SETTLE_BOUND_MS / 1000} s)`}: ${s.v.reason}`)
@@ -328,6 +330,7 @@ try {
     statuses: byStatus,
     allSettledMs: round(allSettledMs),
     toRunning: stats(times),
+    phases: { bids: stats(phases.map(p => p.bids)), commit: stats(phases.map(p => p.commit)), provision: stats(phases.map(p => p.provision)) },
     failures,
     shutdownMs: round(shutdownMs),
     shutdownNotCompleted: shut.filter(s => s !== 'Completed'),
@@ -335,6 +338,7 @@ try {
   }
   log(`  submitted in ${r2.submitMs} ms; settled: ${Object.entries(byStatus).map(([k, v]) => `${v} ${k}`).join(', ')} — all within ${r2.allSettledMs} ms`)
   log(`  each to Running: p50 ${r2.toRunning.p50} ms  p90 ${r2.toRunning.p90} ms  max ${r2.toRunning.max} ms`)
+  log(`  on A, p50 / max: bids ${r2.phases.bids.p50} / ${r2.phases.bids.max} ms, commit ${r2.phases.commit.p50} / ${r2.phases.commit.max} ms, allocate+start ${r2.phases.provision.p50} / ${r2.phases.provision.max} ms`)
   for (const why of failures) log(`  FAILED: ${why}`)
   log(`  all shut down in ${r2.shutdownMs} ms${r2.shutdownNotCompleted.length > 0 ? `; NOT Completed: ${r2.shutdownNotCompleted.join('; ')}` : ''}`)
   if (leaked.length === 0) log('  nothing left on any daemon (ledger, port leases, live allocations)')
