@@ -86,13 +86,25 @@ const heldAfterReturn: string[] = []
  * after the providers released: a first look that still finds something is noted.
  */
 async function releasedAfter (ensembleId: string, t0: number): Promise<number | undefined> {
+  const answered = performance.now() - t0
+  let first = ''
   for (let i = 0; i < 1_000 && performance.now() - t0 < RELEASE_BOUND_MS; i++) {
-    const left = await Promise.all(nodes.map(async n => await held(n, ensembleId)))
-    if (left.every(l => l.length === 0)) return performance.now() - t0
-    if (i === 0) heldAfterReturn.push(`${ensembleId.slice(0, 12)}: ${left.flat().join(', ')}`)
+    const left = await Promise.all(nodes.map(async n => (await held(n, ensembleId)).map(id => `${n.name}:${id.slice(id.lastIndexOf('.') + 1)}`)))
+    if (left.every(l => l.length === 0)) {
+      if (first !== '') heldAfterReturn.push(`${ensembleId.slice(0, 12)}: ${first} held when the call answered (${round(answered)} ms), all released at ${round(performance.now() - t0)} ms${logsAbout(ensembleId)}`)
+      return performance.now() - t0
+    }
+    if (i === 0) first = left.flat().join(', ')
     await sleep(10)
   }
+  heldAfterReturn.push(`${ensembleId.slice(0, 12)}: ${first} held when the call answered, still held after ${RELEASE_BOUND_MS / 1000} s${logsAbout(ensembleId)}`)
   return undefined
+}
+
+/** What the daemons logged at warn or above about an ensemble (for a diagnosis in the report). */
+function logsAbout (ensembleId: string): string {
+  const lines = nodes.flatMap(n => n.d.logs.filter(l => Number(l.level) >= 40 && JSON.stringify(l).includes(ensembleId.slice(0, 16))).map(l => `${n.name}: ${String(l.msg)} ${JSON.stringify(l.err ?? '')}`))
+  return lines.length === 0 ? '; nothing logged at warn' : `; logged: ${lines.slice(0, 6).join(' | ')}`
 }
 
 /** How many distinct providers run a deployment (colocation is off: it must be 3). */
