@@ -23,6 +23,8 @@ const fields = {
   apiPort: Port,
   maxFrameBytes: z.number().int().min(64 * 1024).max(64 * 1024 * 1024),
   helloIntervalMs: z.number().int().min(1000),
+  /** How often a provider asks the orchestrators of remote ensembles it runs whether they still want them. */
+  wantedCheckMs: z.number().int().min(100),
   signAllEnvelopes: z.boolean(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
 }
@@ -43,6 +45,7 @@ export const DEFAULT_CONFIG: Config = {
   apiPort: 9999,
   maxFrameBytes: 4 * 1024 * 1024,
   helloIntervalMs: 30_000,
+  wantedCheckMs: 60_000,
   signAllEnvelopes: false,
   ports: { min: 16384, max: 65535 },
   limits: { perSenderRate: 20_000, perSenderBurst: 20_000, mailboxConcurrency: 256, mailboxCapacity: 4096 },
@@ -69,6 +72,7 @@ const ENV: Record<string, (v: string) => ConfigInput> = {
   DMS_API_PORT: v => ({ apiPort: int('DMS_API_PORT', v) }),
   DMS_MAX_FRAME: v => ({ maxFrameBytes: parseSize(v) }),
   DMS_HELLO_INTERVAL: v => ({ helloIntervalMs: parseDuration(v) }),
+  DMS_WANTED_CHECK: v => ({ wantedCheckMs: parseDuration(v) }),
   DMS_SIGN_ALL_ENVELOPES: v => ({ signAllEnvelopes: bool('DMS_SIGN_ALL_ENVELOPES', v) }),
   DMS_LOG_LEVEL: v => ({ logLevel: v as Config['logLevel'] })
 }

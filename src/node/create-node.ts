@@ -156,7 +156,8 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       connectedPeers: async () => (await network.peers.list()).filter(p => p.connected).map(p => p.id),
       remoteCommits: () => provider.remoteCommits(),
       releaseCommit: async (ensembleId, owner) => { await provider.revert(owner, ensembleId) },
-      orchestratorBehaviors: orchestratorBehaviors as unknown as readonly AnyBehavior[]
+      orchestratorBehaviors: orchestratorBehaviors as unknown as readonly AnyBehavior[],
+      wantedCheckMs: config.wantedCheckMs
     })
     const services: Services = {
       node: info,

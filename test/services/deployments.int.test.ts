@@ -52,7 +52,8 @@ describe('deployments across nodes', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'dms-deploy-'))
     const ids = await Promise.all([newIdentity(), newIdentity(), newIdentity()])
-    const config = { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, helloIntervalMs: 60_000, ports: { min: 42_000, max: 42_300 } }
+    // providers ask every 300 ms whether what they run for others is still wanted
+    const config = { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, helloIntervalMs: 60_000, wantedCheckMs: 300, ports: { min: 42_000, max: 42_300 } }
     for (const [i, identity] of ids.entries()) {
       const dataDir = join(dir, `n${i}`)
       if (i > 0) await addRoot(dataDir, 'dms', ids[0].did)
@@ -96,6 +97,20 @@ describe('deployments across nodes', () => {
     expect(done.status).toBe('Completed')
     for (const n of nodes) expect(await held(n, id)).toEqual([])
     expect(done.transitions.map(t => t.status)).toEqual(expect.arrayContaining(['Preparing', 'Committing', 'Provisioning', 'Running', 'ShuttingDown', 'Completed']))
+  })
+
+  it('a provider releases, of itself, a remote ensemble its orchestrator no longer wants (a revert that never arrived)', async () => {
+    const [, b] = nodes
+    const ensembleId = `orphan-${Date.now()}`
+    // as if an orchestrator on A had committed it and then forgotten it: its actor is gone
+    const orchestrator = { id: (await newIdentity()).did, did: a.did, addr: { peer: a.peerId, inbox: 'orch/gone' } }
+    await a.invoke(b.peerId, '/dms/deployment/commit', { ensembleId, orchestrator, allocations: [{ name: 'x', resources: { cpuCores: 0.05, ramBytes: 2 ** 24 }, ports: [] }] }, T)
+    const { allocations: [x] } = await a.invoke<{ allocations: Array<{ handle: AllocationView['handle'] }> }>(b.peerId, '/dms/deployment/allocate', { ensembleId, allocations: [{ name: 'x', spec: { type: 'service', command: ['sleep', '600'] } }] }, T)
+    await a.invoke(x.handle as NonNullable<AllocationView['handle']>, '/dms/allocation/start', {}, T)
+    const left = async (): Promise<AllocationView[]> => (await b.invoke<{ allocations: AllocationView[] }>(b.did, '/dms/node/allocations/list', { id: `${ensembleId}.x` }, T)).allocations
+    for (let i = 0; i < 100 && (await left()).length > 0; i++) await new Promise(resolve => setTimeout(resolve, 100))
+    expect(await left()).toEqual([])
+    expect(await held(b, ensembleId)).toEqual([])
   })
 
   it('explains, per node and per provider, why nothing fits', async () => {

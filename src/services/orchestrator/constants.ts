@@ -32,3 +32,8 @@ export const MAX_DEPLOYMENT_TRANSITIONS = 200
 export const ORCHESTRATOR_DELEGATION_MS = 24 * 3600_000
 /** A provider restarted with a remote ensemble asks its orchestrator this long (backoff 1 s → 30 s) before it releases it. */
 export const WANTED_ASK_BOUND_MS = 120_000
+/** A revert is tried this many times, each with this deadline, before the orchestrator goes on without its confirmation. */
+export const REVERT_TRIES = 3
+export const REVERT_CALL_MS = 3_000
+/** While it runs, a provider asks the orchestrator of every remote ensemble it holds this often whether it is still wanted (config `wantedCheckMs`). */
+export const WANTED_CHECK_MS = 60_000

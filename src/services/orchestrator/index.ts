@@ -14,7 +14,7 @@ import { jsonSublevel, type JsonSublevel } from '../store.js'
 import { evaluateBidRequest, type BidderComponents } from './bidder.js'
 import {
   DEFAULT_BID_WINDOW_MS, DEFAULT_DEPLOY_TIMEOUT_MS, DEPLOYMENTS_SUBLEVEL, DEPLOYMENT_TOPIC, MAX_DEPLOYMENT_TRANSITIONS,
-  ORCHESTRATOR_DELEGATION_MS, ORCHESTRATOR_INBOX_PREFIX, WANTED_ASK_BOUND_MS
+  ORCHESTRATOR_DELEGATION_MS, ORCHESTRATOR_INBOX_PREFIX, WANTED_ASK_BOUND_MS, WANTED_CHECK_MS
 } from './constants.js'
 import type { Ensemble } from './ensemble-types.js'
 import { parseEnsemble } from './ensemble.js'
@@ -88,6 +88,8 @@ export interface DeploymentComponents extends BidderComponents {
   /** Releases a commit held here (as its owner would revert it). */
   releaseCommit: (ensembleId: string, owner: string) => Promise<void>
   orchestratorBehaviors: readonly AnyBehavior[]
+  /** How often remote commits are checked (`wanted`) while the node runs (default WANTED_CHECK_MS). */
+  wantedCheckMs?: number
 }
 
 export function createDeploymentService (c: DeploymentComponents): DeploymentService {
@@ -104,6 +106,9 @@ class Deployments implements DeploymentService {
   private readonly clock: () => number
   private running = false
   private readonly background = new AbortController()
+  private timer: NodeJS.Timeout | undefined
+  /** Ensembles whose orchestrator is being asked `wanted` now (one question at a time each). */
+  private readonly asking = new Set<string>()
 
   constructor (private readonly c: DeploymentComponents) {
     this.sub = jsonSublevel(c.db, DEPLOYMENTS_SUBLEVEL)
@@ -121,13 +126,20 @@ class Deployments implements DeploymentService {
       if (isFinal(r.status)) continue
       await this.resume(r).catch((err: unknown) => { this.c.log.error({ err, ensembleId: r.ensembleId }, 'could not resume a deployment') })
     }
-    // As a provider: commits of ensembles deployed from elsewhere may no longer be wanted.
-    for (const commit of this.c.remoteCommits()) void this.askWanted(commit)
+    // As a provider: commits of ensembles deployed from elsewhere may no longer be wanted. After
+    // a restart each is asked until answered (bounded); then every one, now and then, once: a
+    // revert lost on the way (a provider that was unreachable for a moment) leaks nothing for long.
+    for (const commit of this.c.remoteCommits()) void this.askWanted(commit, 'restart')
+    this.timer = setInterval(() => {
+      for (const commit of this.c.remoteCommits()) void this.askWanted(commit, 'periodic')
+    }, this.c.wantedCheckMs ?? WANTED_CHECK_MS)
+    this.timer.unref()
   }
 
   async stop (): Promise<void> {
     if (!this.running) return
     this.running = false
+    clearInterval(this.timer)
     this.background.abort()
     await Promise.all([...this.live.values()].map(async l => { await l.orchestration.stop(); await l.actor.stop('refuse') }))
     this.live.clear()
@@ -270,30 +282,38 @@ class Deployments implements DeploymentService {
   }
 
   /**
-   * A provider restarted with a commit of a remote ensemble asks its orchestrator whether it is
-   * still wanted (backoff 1 s → 30 s, for WANTED_ASK_BOUND_MS), and releases it if not or if no
-   * answer comes.
+   * Asks the orchestrator of a remote ensemble held here whether it still wants it, and releases
+   * it if not. After a restart (`restart`): asked with backoff 1 s → 30 s for WANTED_ASK_BOUND_MS,
+   * and released also when no answer came (the orchestrator may be gone for good). Now and then
+   * (`periodic`): asked once, released only on a definite no (its node may just be restarting).
    */
-  private async askWanted (commit: { ensembleId: string, owner: string, orchestrator?: Handle }): Promise<void> {
-    const signal = this.background.signal
-    const until = this.clock() + WANTED_ASK_BOUND_MS
-    let wait = 1_000
-    let wanted: boolean | undefined
-    while (!signal.aborted && commit.orchestrator !== undefined && this.clock() < until) {
-      try {
-        const r = await this.c.root().invoke<{ wanted: boolean }>(commit.orchestrator, '/dms/deployment/wanted', { ensembleId: commit.ensembleId }, { timeout: 5_000 })
-        wanted = r.wanted
-        break
-      } catch (err) {
-        // no such orchestrator (its deployment ended and was forgotten): not wanted
-        if (isDmsError(err, 'UnknownBehavior') || isDmsError(err, 'NotFound')) { wanted = false; break }
-        await new Promise(resolve => setTimeout(resolve, wait).unref())
-        wait = Math.min(30_000, wait * 2)
+  private async askWanted (commit: { ensembleId: string, owner: string, orchestrator?: Handle }, mode: 'restart' | 'periodic'): Promise<void> {
+    if (commit.orchestrator === undefined || this.asking.has(commit.ensembleId)) return
+    this.asking.add(commit.ensembleId)
+    try {
+      const signal = this.background.signal
+      const until = this.clock() + (mode === 'restart' ? WANTED_ASK_BOUND_MS : 0)
+      let wait = 1_000
+      let wanted: boolean | undefined
+      for (let i = 0; !signal.aborted && i < 100; i++) {
+        try {
+          const r = await this.c.root().invoke<{ wanted: boolean }>(commit.orchestrator, '/dms/deployment/wanted', { ensembleId: commit.ensembleId }, { timeout: 5_000 })
+          wanted = r.wanted
+          break
+        } catch (err) {
+          // no such orchestrator (its deployment ended and was forgotten): not wanted
+          if (isDmsError(err, 'UnknownBehavior') || isDmsError(err, 'NotFound')) { wanted = false; break }
+          if (this.clock() + wait > until) break
+          await new Promise(resolve => setTimeout(resolve, wait).unref())
+          wait = Math.min(30_000, wait * 2)
+        }
       }
+      if (signal.aborted || wanted === true || (wanted === undefined && mode === 'periodic')) return
+      this.c.log.info({ ensembleId: commit.ensembleId, answered: wanted !== undefined }, 'a remote ensemble is no longer wanted here: released')
+      await this.c.releaseCommit(commit.ensembleId, commit.owner).catch((err: unknown) => { this.c.log.warn({ err, ensembleId: commit.ensembleId }, 'could not release an unwanted commit') })
+    } finally {
+      this.asking.delete(commit.ensembleId)
     }
-    if (signal.aborted || wanted === true) return
-    this.c.log.info({ ensembleId: commit.ensembleId, answered: wanted !== undefined }, 'a remote ensemble is no longer wanted here: released')
-    await this.c.releaseCommit(commit.ensembleId, commit.owner).catch((err: unknown) => { this.c.log.warn({ err, ensembleId: commit.ensembleId }, 'could not release an unwanted commit') })
   }
 
   // ---- plumbing ----

@@ -6,7 +6,7 @@ import type { Logger } from '../../lib/log.js'
 import type { AllocationView } from '../provider/index.js'
 import { verifyBid } from './bidder.js'
 import {
-  COMMIT_TTL_MS, MAX_EXPLAIN_CANDIDATES, PROVIDER_CALL_MS, PROVIDER_LOST_MS, START_POLL_MS, SUPERVISE_INTERVAL_MS
+  COMMIT_TTL_MS, MAX_EXPLAIN_CANDIDATES, PROVIDER_CALL_MS, PROVIDER_LOST_MS, REVERT_CALL_MS, REVERT_TRIES, START_POLL_MS, SUPERVISE_INTERVAL_MS
 } from './constants.js'
 import type { Ensemble, EnsembleAllocation, EnsembleNode } from './ensemble-types.js'
 import { planEnsemble } from './ensemble.js'
@@ -508,31 +508,40 @@ export class Orchestration {
 
   private async shutDown (reason: string): Promise<void> {
     await this.transition('ShuttingDown', reason)
-    await this.releaseAll()
-    await this.transition('Completed', reason)
+    const unconfirmed = await this.revertAll('shut down')
+    await this.transition('Completed', unconfirmed.length === 0 ? reason : `${reason}; ${unconfirmed.map(short).join(', ')} did not confirm the revert (it releases when it learns the deployment is not wanted)`)
   }
 
   private async releaseAll (): Promise<void> {
     await this.revertAll('released')
   }
 
-  private async revertAll (why: string): Promise<void> {
-    const peers = new Set(Object.values(this.record.placement).map(p => p.peer))
-    await Promise.all([...peers].map(async peer => { await this.revertOn(peer) }))
-    this.c.log.debug({ ensembleId: this.record.ensembleId, why, peers: peers.size }, 'reverted')
+  /** Reverts on every provider placed; returns those that did not confirm it. */
+  private async revertAll (why: string): Promise<string[]> {
+    const peers = [...new Set(Object.values(this.record.placement).map(p => p.peer))]
+    const done = await Promise.all(peers.map(async peer => await this.revertOn(peer)))
+    const unconfirmed = peers.filter((_, i) => !done[i])
+    this.c.log.debug({ ensembleId: this.record.ensembleId, why, peers: peers.length, unconfirmed: unconfirmed.length }, 'reverted')
+    return unconfirmed
   }
 
-  /** Reverts on `peer`, a few times over a short while; a provider that stays away asks later (`wanted`). */
-  private async revertOn (peer: string): Promise<void> {
-    for (let i = 0; i < 3; i++) {
+  /**
+   * Reverts on `peer`, a few times over a short while; whether the provider confirmed it. One
+   * that stays away releases by itself when it learns the deployment is not wanted.
+   */
+  private async revertOn (peer: string): Promise<boolean> {
+    let last: unknown
+    for (let i = 0; i < REVERT_TRIES; i++) {
       try {
-        await this.c.actor.invoke(peer, '/dms/deployment/revert', { ensembleId: this.record.ensembleId }, { timeout: 3_000 })
-        return
+        await this.c.actor.invoke(peer, '/dms/deployment/revert', { ensembleId: this.record.ensembleId }, { timeout: REVERT_CALL_MS })
+        return true
       } catch (err) {
-        this.c.log.debug({ err, peer, ensembleId: this.record.ensembleId }, 'revert failed')
-        if (isDmsError(err, 'Unauthorized') || isDmsError(err, 'BadRequest')) return
+        last = err
+        if (isDmsError(err, 'Unauthorized') || isDmsError(err, 'BadRequest')) break
       }
     }
+    this.c.log.warn({ err: last, peer, ensembleId: this.record.ensembleId }, 'a provider did not confirm the revert')
+    return false
   }
 
   private async fail (reason: string): Promise<void> {
