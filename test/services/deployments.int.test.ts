@@ -97,6 +97,11 @@ describe('deployments across nodes', () => {
     expect(done.status).toBe('Completed')
     for (const n of nodes) expect(await held(n, id)).toEqual([])
     expect(done.transitions.map(t => t.status)).toEqual(expect.arrayContaining(['Preparing', 'Committing', 'Provisioning', 'Running', 'ShuttingDown', 'Completed']))
+    // its orchestrator is gone with it (a provider asking later hears: not wanted)
+    const inboxes = async (): Promise<string[]> => (await a.invoke<{ actors: Array<{ handle: { addr: { inbox: string } } }> }>(a.did, '/dms/node/actors/list', {}, T)).actors.map(x => x.handle.addr.inbox)
+    for (let i = 0; i < 50 && (await inboxes()).includes(`orch/${id}`); i++) await new Promise(resolve => setTimeout(resolve, 20))
+    expect(await inboxes()).not.toContain(`orch/${id}`)
+    await expect(a.invoke(a.did, '/dms/node/deployment/status', { id }, T)).resolves.toMatchObject({ status: 'Completed' })
   })
 
   it('a provider releases, of itself, a remote ensemble its orchestrator no longer wants (a revert that never arrived)', async () => {

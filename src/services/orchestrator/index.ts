@@ -255,6 +255,7 @@ class Deployments implements DeploymentService {
     const l = this.live.get(id)
     if (l !== undefined) await l.orchestration.shutdown()
     else if (!isFinal(r.status)) throw new InvalidState(`deployment ${id} is ${r.status} but has no orchestrator running here`)
+    // idempotent: an ended deployment is answered as it is
     return this.view(r)
   }
 
@@ -328,6 +329,25 @@ class Deployments implements DeploymentService {
     if (r.transitions.length > MAX_DEPLOYMENT_TRANSITIONS) r.transitions.splice(0, r.transitions.length - MAX_DEPLOYMENT_TRANSITIONS)
     await this.sub.put(r.ensembleId, r)
     for (const w of [...this.waiters]) w()
+    if (isFinal(r.status)) void this.retire(r.ensembleId)
+  }
+
+  /**
+   * An ended deployment's orchestrator goes, with its key: a provider that asks about it later
+   * hears `UnknownBehavior`, which means not wanted. (Not awaited by `save`, which runs inside the
+   * orchestration that `stop` waits for.)
+   */
+  private async retire (id: string): Promise<void> {
+    const l = this.live.get(id)
+    if (l === undefined) return
+    this.live.delete(id)
+    try {
+      await l.orchestration.stop()
+      await l.actor.stop('refuse')
+      await this.c.actorKeys.remove(keyName(id))
+    } catch (err) {
+      this.c.log.warn({ err, ensembleId: id }, 'could not retire an ended orchestrator')
+    }
   }
 
   private view (r: DeploymentRecord): DeploymentView {
