@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createNode, type Node } from '../../src/index.js'
 import { newIdentity } from '../../src/identity/identity.js'
-import { addRoot } from '../../src/security/index.js'
+import { addAnchor, addRoot, grantToken } from '../../src/security/index.js'
 import type { LedgerSnapshot } from '../../src/services/resources/index.js'
 import type { AllocationView } from '../../src/services/provider/index.js'
 import type { DeploymentView, Manifest } from '../../src/services/orchestrator/index.js'
@@ -51,12 +51,18 @@ describe('deployments across nodes', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'dms-deploy-'))
-    const ids = await Promise.all([newIdentity(), newIdentity(), newIdentity()])
+    const ids = await Promise.all([newIdentity(), newIdentity(), newIdentity(), newIdentity()])
+    // The fourth node's owner lets A's node ask it for bids, and nothing more: it bids, and
+    // refuses the commit. A holds the grant as a provide anchor.
+    const ownerD = await newIdentity()
+    await addRoot(join(dir, 'n3'), 'dms', ownerD.did)
+    const onlyBids = await grantToken(ownerD, { subject: ids[0].did, caps: ['/dms/deployment/request'], topics: ['/nunet/deployment'], depth: 1, exp: Math.floor(Date.now() / 1000) + 3600 })
+    await addAnchor(join(dir, 'n0'), 'dms', 'provide', onlyBids)
     // providers ask every 300 ms whether what they run for others is still wanted
     const config = { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, helloIntervalMs: 60_000, wantedCheckMs: 300, ports: { min: 42_000, max: 42_300 } }
     for (const [i, identity] of ids.entries()) {
       const dataDir = join(dir, `n${i}`)
-      if (i > 0) await addRoot(dataDir, 'dms', ids[0].did)
+      if (i > 0 && i < 3) await addRoot(dataDir, 'dms', ids[0].did)
       const bootstrap = i === 0 ? [] : [nodes[0].addrs()[0]]
       nodes.push(await createNode({ dataDir, identity, config: { ...config, bootstrap } }))
     }
@@ -79,7 +85,8 @@ describe('deployments across nodes', () => {
     const v = await until(id, s => s.status === 'Running' || s.status === 'Failed')
     expect(v.status, v.reason).toBe('Running')
     const m = await a.invoke<Manifest>(a.did, '/dms/node/deployment/manifest', { id }, T)
-    expect(new Set(Object.values(m.nodes).map(n => n.peer))).toEqual(new Set(nodes.map(n => n.peerId)))
+    // the fourth node may be tried first: it refuses the commit, is excluded, and the rest is placed
+    expect(new Set(Object.values(m.nodes).map(n => n.peer))).toEqual(new Set(nodes.slice(0, 3).map(n => n.peerId)))
     // each runs on the provider the manifest names, and started after what it depends on
     const started: Record<string, number> = {}
     for (const [name, alloc] of Object.entries(m.allocations)) {
@@ -116,6 +123,36 @@ describe('deployments across nodes', () => {
     for (let i = 0; i < 100 && (await left()).length > 0; i++) await new Promise(resolve => setTimeout(resolve, 100))
     expect(await left()).toEqual([])
     expect(await held(b, ensembleId)).toEqual([])
+  })
+
+  it('a provider that refuses the commit is excluded and the deployment bids again; the reason names it', async () => {
+    const d = nodes[3]
+    // pinned to the provider that bids but refuses commits: it is tried, excluded, and nothing is left
+    const pinned = `version: V1
+allocations:${service('solo')}
+nodes:
+  n1: { allocations: [solo], peer: ${d.peerId} }
+`
+    const id = await deploy(pinned, { bidWindowMs: 300 })
+    const v = await until(id, s => s.status === 'Failed' || s.status === 'Running')
+    expect(v.status).toBe('Failed')
+    expect(v.transitions.map(t => t.status)).toEqual(expect.arrayContaining(['Committing']))
+    expect(v.transitions.filter(t => t.status === 'Preparing').map(t => t.reason)).toEqual(['created', 'collecting bids', 'collecting bids again (attempt 2)'])
+    expect(v.reason).toMatch(new RegExp(`^no provider for n1: n1: peer ${d.peerId.slice(0, 12)}.*: excluded after it failed this deployment$`))
+    for (const n of nodes) expect(await held(n, id)).toEqual([])
+  })
+
+  it('fails at its deadline, saying what it waited for, and releases everything', async () => {
+    const never = `version: V1
+allocations:${service('slow', '\n    healthcheck: { type: command, exec: [\'false\'], interval: 100ms, retries: 100 }')}
+nodes:
+  n1: { allocations: [slow] }
+`
+    const id = await deploy(never, { bidWindowMs: 300, timeoutMs: 2_000 })
+    const v = await until(id, s => s.status === 'Failed' || s.status === 'Running')
+    expect(v.status).toBe('Failed')
+    expect(v.reason).toMatch(/deadline passed while slow was running \(health (unknown|unhealthy)\)/)
+    for (const n of nodes) expect(await held(n, id)).toEqual([])
   })
 
   it('explains, per node and per provider, why nothing fits', async () => {
