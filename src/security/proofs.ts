@@ -49,9 +49,10 @@ export async function loadProofSource (dataDir: string, context: string): Promis
 
 /**
  * Proofs for a child actor of the node (an orchestrator) that calls other nodes on the node's
- * behalf: for each call, a token from the node to the child for exactly that capability, chained
- * on the node's best fitting provide anchor (for receivers that trust whoever granted it), plus one
- * signed by the node alone (for receivers that trust the node itself, the node among them).
+ * behalf: for each call, tokens from the node to the child for exactly that capability, one
+ * chained on each fitting provide anchor (at most MAX_ATTACHED, freshest first: for receivers that
+ * trust whoever granted it), plus one signed by the node alone (for receivers that trust the node
+ * itself, the node among them).
  * Tokens live `lifetimeMs` at most and are reused for half of that.
  */
 export function createDelegatedProofSource (issuer: Identity, index: () => TrustIndex, subject: string, lifetimeMs: number, now: () => number = Date.now): ProofSource {
@@ -64,14 +65,15 @@ export function createDelegatedProofSource (issuer: Identity, index: () => Trust
       if (hit !== undefined && hit.until > t) return hit.tokens
       const idx = index()
       const held = selectChains(idx, capability, audience, topic, t).filter(c => c.links[0].payload.aud === issuer.did && c.links[0].grant.depth !== 0)
-      const longest = Math.max(0, ...held.map(c => c.expiresAt * 1000))
       const req = { subject, caps: [capability], topics: topic !== undefined ? [topic] : undefined }
-      let tokens: string[] = []
-      if (held.length > 0) {
-        const exp = Math.floor(Math.min(t + lifetimeMs, longest) / 1000)
-        tokens = await delegateTokens(issuer, held, { ...req, exp }, 'also', t).catch(() => [])
+      // One delegation per held grant (freshest first, bounded): a broadcast reaches providers of
+      // different owners, and each admits only the chain through its own owner's grant.
+      const tokens: string[] = []
+      for (const chain of held) {
+        const exp = Math.floor(Math.min(t + lifetimeMs, chain.expiresAt * 1000) / 1000)
+        tokens.push(...await delegateTokens(issuer, [chain], { ...req, exp }, 'no', t).catch(() => []))
       }
-      if (tokens.length === 0) tokens = [await grantToken(issuer, { ...req, exp: Math.floor((t + lifetimeMs) / 1000) })]
+      tokens.push(await grantToken(issuer, { ...req, exp: Math.floor((t + lifetimeMs) / 1000) }))
       if (cache.size > 256) cache.clear()
       cache.set(key, { tokens, until: t + lifetimeMs / 2 })
       return tokens
