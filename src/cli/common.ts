@@ -29,7 +29,7 @@ export function globalsFrom (opts: { dataDir?: string, context?: string, timeout
   return {
     dataDir: opts.dataDir !== undefined ? resolve(opts.dataDir) : defaultDataDir(),
     context: opts.context ?? 'user',
-    timeoutMs: opts.timeout !== undefined ? parseDuration(opts.timeout) : DEFAULT_TIMEOUT_MS
+    timeoutMs: opts.timeout !== undefined ? parseDuration(opts.timeout, '--timeout') : DEFAULT_TIMEOUT_MS
   }
 }
 

@@ -86,7 +86,7 @@ export function register (program: Command): void {
       if (!['process', 'docker'].includes(o.executor)) throw new InvalidArgument(`unknown executor '${o.executor}' (process | docker)`, { field: 'executor' })
       if (!['task', 'service'].includes(o.type)) throw new InvalidArgument(`unknown type '${o.type}' (task | service)`, { field: 'type' })
       if (cmd.length === 0 && o.executor === 'process') throw new InvalidArgument('dms alloc run needs a command after --, e.g. dms alloc run -- echo hello')
-      const resources = { cpuCores: parseCores(o.cpu), ramBytes: parseSize(o.ram), diskBytes: parseSize(o.disk) }
+      const resources = { cpuCores: parseCores(o.cpu), ramBytes: parseSize(o.ram, '--ram'), diskBytes: parseSize(o.disk, '--disk') }
       const spec: Record<string, unknown> = { type: o.type, executor: o.executor }
       if (cmd.length > 0) spec.command = cmd
       if (o.image !== undefined) spec.image = o.image

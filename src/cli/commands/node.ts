@@ -18,7 +18,7 @@ function parseGpuRequest (arg: string): { index?: number, vramBytes?: number } {
   if (rest.length > 0 || (index !== undefined && (!Number.isInteger(index) || index < 0)) || (index === undefined && vram === undefined)) {
     throw new InvalidArgument(`--gpu takes [<index>][:<vram>], e.g. 0, 0:8GiB or :8GiB; got '${arg}'`)
   }
-  return { ...(index !== undefined ? { index } : {}), ...(vram !== undefined ? { vramBytes: parseSize(vram) } : {}) }
+  return { ...(index !== undefined ? { index } : {}), ...(vram !== undefined ? { vramBytes: parseSize(vram, '--gpu') } : {}) }
 }
 
 /** `dms node state|label|status|hardware|resources`. */
@@ -80,18 +80,18 @@ export function register (program: Command): void {
   withCommon(resources.command('reserve <id>'))
     .description('promise resources to <id> for --ttl')
     .option('--cpu <cores>', 'CPU cores (fractions allowed)', '0')
-    .option('--ram <size>', 'RAM (512MiB, 4GiB, …)', '0')
-    .option('--disk <size>', 'disk', '0')
+    .option('--ram <size>', 'RAM with its unit (512MiB, 4GiB, …)', '0B')
+    .option('--disk <size>', 'disk with its unit', '0B')
     .option('--gpu <[index][:vram]>', 'a GPU: by index, by VRAM (:8GiB = any device with 8GiB free), or both (repeatable)', collect)
     .option('--ttl <duration>', 'how long the promise holds (e.g. 30s, 5m)', '1m')
     .action(async (id: string, o: CommonOpts & { cpu: string, ram: string, disk: string, gpu?: string[], ttl: string }) => {
       const resources = {
         cpuCores: parseCores(o.cpu),
-        ramBytes: parseSize(o.ram),
-        diskBytes: parseSize(o.disk),
+        ramBytes: parseSize(o.ram, '--ram'),
+        diskBytes: parseSize(o.disk, '--disk'),
         gpus: (o.gpu ?? []).map(parseGpuRequest)
       }
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/resources/reserve', { id, resources, ttlMs: parseDuration(o.ttl) }))
+      printJson(await callBehavior(globalsFrom(o), '/dms/node/resources/reserve', { id, resources, ttlMs: parseDuration(o.ttl, '--ttl') }))
     })
   for (const verb of ['commit', 'release'] as const) {
     withCommon(resources.command(`${verb} <id>`))

@@ -15,7 +15,7 @@ export function parseGpuArg (arg: string): { index: number, vramBytes?: number }
   if (rest.length > 0 || i.trim() === '' || !Number.isInteger(index) || index < 0) {
     throw new InvalidArgument(`--gpu takes <index>[:<vram>], e.g. 0 or 1:8GiB; got '${arg}'`)
   }
-  return vram === undefined ? { index } : { index, vramBytes: parseSize(vram) }
+  return vram === undefined ? { index } : { index, vramBytes: parseSize(vram, '--gpu') }
 }
 
 /** `dms onboard …`, `dms onboard status`, `dms offboard [--force]`. */
@@ -23,8 +23,8 @@ export function register (program: Command): void {
   const onboard = withCommon(program.command('onboard'))
     .description('offer part of this machine to the network, or change the offer')
     .option('--cpu <cores>', 'CPU cores to offer (fractions allowed: 1.5)')
-    .option('--ram <size>', 'RAM to offer (512MiB, 4GiB, 20GB, bytes)')
-    .option('--disk <size>', 'disk to offer on the data dir\'s filesystem')
+    .option('--ram <size>', 'RAM to offer, with its unit (512MiB, 4GiB, 20GB)')
+    .option('--disk <size>', 'disk to offer on the data dir\'s filesystem, with its unit (100GiB)')
     .option('--gpu <index[:vram]>', 'GPU to offer, whole or only some VRAM (repeatable; default: every GPU, whole)', collect)
     .option('--no-gpu', 'offer no GPU')
     .option('--force', 'shrink below what is reserved (reservations are cancelled)')
@@ -33,8 +33,8 @@ export function register (program: Command): void {
       if (missing.length > 0) throw new InvalidArgument(`dms onboard needs ${missing.map(m => `--${m}`).join(', ')} (or 'dms onboard status')`)
       const payload = {
         cpuCores: parseCores(o.cpu as string),
-        ramBytes: parseSize(o.ram as string),
-        diskBytes: parseSize(o.disk as string),
+        ramBytes: parseSize(o.ram as string, '--ram'),
+        diskBytes: parseSize(o.disk as string, '--disk'),
         // undefined: every GPU the machine has; false (--no-gpu): none.
         ...(o.gpu === false ? { gpus: [] } : o.gpu !== undefined ? { gpus: o.gpu.map(parseGpuArg) } : {}),
         ...(o.force === true ? { force: true } : {})
