@@ -16,6 +16,8 @@ import { register as registerCap } from './commands/cap.js'
 import { register as registerOnboard } from './commands/onboard.js'
 import { register as registerNode } from './commands/node.js'
 import { register as registerAlloc } from './commands/alloc.js'
+import { assertDataDir, daemonPassphrase, ensureDataDir, register as registerDaemon, runDetached } from './commands/daemon.js'
+import { register as registerPeers } from './commands/peers.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
@@ -43,6 +45,7 @@ export function buildProgram (): Command {
     .option('--data-dir <dir>', 'data directory (default: $DMS_HOME or ~/.dms)')
     .action(async (o: { dataDir?: string }) => {
       const dataDir = globalsFrom(o).dataDir
+      await ensureDataDir(dataDir)
       printJson(await initDataDir(dataDir, await getPassphrase('protect the keys', { confirm: process.env.DMS_PASSPHRASE === undefined })))
     })
 
@@ -53,7 +56,11 @@ export function buildProgram (): Command {
     .option('--bootstrap <multiaddr>', 'peer to dial at start, with /p2p/<id> (repeatable)', collect)
     .option('--api-port <port>', 'local API port on 127.0.0.1 (0 = any free port; default 9999)')
     .option('--no-mdns', 'disable LAN discovery (mDNS)')
-    .action(async (o: { dataDir?: string, listen?: string[], bootstrap?: string[], apiPort?: string, mdns: boolean }) => {
+    .option('-d, --detach', 'start in the background: return once ready (or exit 1 with the daemon\'s error); logs go to <data-dir>/daemon.log')
+    .option('--timeout <duration>', 'with --detach: how long to wait for ready', '60s')
+    .option('--json', 'with --detach: print the daemon\'s info as JSON')
+    .addHelpText('after', '\nExamples:\n  dms run                                   # in the foreground; Ctrl-C stops it\n  dms run --detach && dms status            # in the background\n  dms run --detach --listen /ip4/127.0.0.1/tcp/4001 --api-port 9101 --no-mdns --data-dir /tmp/a')
+    .action(async (o: { dataDir?: string, listen?: string[], bootstrap?: string[], apiPort?: string, mdns: boolean, detach?: boolean, timeout: string, json?: boolean }, cmd: Command) => {
       const flags: ConfigInput = {}
       if (o.listen !== undefined) flags.listen = o.listen
       if (o.bootstrap !== undefined) flags.bootstrap = o.bootstrap
@@ -63,9 +70,15 @@ export function buildProgram (): Command {
         flags.apiPort = port
       }
       if (!o.mdns) flags.mdns = false
+      const dataDir = globalsFrom(o).dataDir
+      if (o.detach === true) {
+        await runDetached(dataDir, detachedArgs(cmd, dataDir), o)
+        return
+      }
+      await ensureDataDir(dataDir)
       // loaded here: the daemon pulls in libp2p (~0.8 s), which no other command needs
       const { runDaemon } = await import('../node/daemon.js')
-      await runDaemon({ dataDir: globalsFrom(o).dataDir, flags })
+      await runDaemon({ dataDir, flags, passphrase: async () => await daemonPassphrase(dataDir) })
     })
 
   const key = program.command('key').description('manage the keys of this data dir')
@@ -127,7 +140,30 @@ export function buildProgram (): Command {
   registerOnboard(program)
   registerNode(program)
   registerAlloc(program)
+  registerDaemon(program)
+  registerPeers(program)
+  program.hook('preAction', async (_program, action) => { await checkDataDir(action) })
   return program
+}
+
+/** Commands that create their data dir; every other one refuses a dir that does not exist. */
+const CREATE_DATA_DIR = new Set(['init', 'run'])
+
+async function checkDataDir (action: Command): Promise<void> {
+  if (CREATE_DATA_DIR.has(action.name()) && action.parent?.parent === null) return
+  if (!action.options.some(opt => opt.long === '--data-dir')) return
+  await assertDataDir(globalsFrom(action.optsWithGlobals<{ dataDir?: string }>()).dataDir)
+}
+
+/** The `run` flags given, for the detached child, without `--detach` and its own. */
+function detachedArgs (cmd: Command, dataDir: string): string[] {
+  const out = ['--data-dir', dataDir]
+  const o = cmd.opts<{ listen?: string[], bootstrap?: string[], apiPort?: string, mdns: boolean }>()
+  for (const l of o.listen ?? []) out.push('--listen', l)
+  for (const b of o.bootstrap ?? []) out.push('--bootstrap', b)
+  if (o.apiPort !== undefined) out.push('--api-port', o.apiPort)
+  if (!o.mdns) out.push('--no-mdns')
+  return out
 }
 
 async function readStdin (): Promise<string | undefined> {
@@ -139,6 +175,10 @@ async function readStdin (): Promise<string | undefined> {
 
 /** Runs the CLI: errors print `<ErrorName>: <message>` on stderr and exit 1. */
 export async function main (argv: string[]): Promise<void> {
+  // A reader that went away (`dms … | head`) is not an error of ours: stop quietly.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => { if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0); throw err })
+  }
   try {
     if (argv.includes('--help') || argv.includes('-h') || argv.includes('help')) {
       setBehaviorList((await import('../../behaviors/index.js')).behaviors as readonly AnyBehavior[])

@@ -1,5 +1,19 @@
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, startDaemon, type CliResult, type Daemon } from './harness.js'
+import { cleanup, dms, startDaemon, tempDir, type CliResult, type Daemon } from './harness.js'
+
+const LOCAL = ['--listen', '/ip4/127.0.0.1/tcp/0', '--api-port', '0', '--no-mdns']
+
+/** Stops a detached daemon a test started (by its pid, if `dms stop` could not). */
+async function stopDetached (dataDir: string): Promise<void> {
+  const r = await dms(['stop', '--data-dir', dataDir, '--timeout', '10s'])
+  if (r.code === 0) return
+  try {
+    const { pid } = JSON.parse(await readFile(join(dataDir, 'daemon.json'), 'utf8')) as { pid: number }
+    process.kill(pid, 'SIGKILL')
+  } catch {}
+}
 
 /**
  * The `dms` command as operators expect it (issue 9), each item through the CLI against a real
@@ -14,9 +28,16 @@ function refusedAs (r: CliResult, name: string, text?: RegExp): void {
 
 describe('dms CLI usability (issue 9)', () => {
   let d: Daemon
+  const dirs: string[] = []
+  const detached: string[] = []
 
   beforeAll(async () => { d = await startDaemon() })
-  afterAll(async () => { await cleanup([d]) })
+  afterAll(async () => {
+    await Promise.all(detached.map(stopDetached))
+    await cleanup([d], dirs)
+  })
+
+  const newDir = async (): Promise<string> => { const x = await tempDir(); dirs.push(x); return x }
 
   it('1: a bare number in a duration flag is refused with a hint', async () => {
     const user = (await d.cli(['key', 'did'])).stdout.trim()
@@ -41,5 +62,117 @@ describe('dms CLI usability (issue 9)', () => {
     refusedAs(huge, 'InsufficientResources', /1000 TiB asked, the machine has [\d.]+ (GiB|MiB|TiB)/)
     // nothing was onboarded by either
     expect((await d.cliJson(['onboard', 'status'])).onboarded).toBe(false)
+  })
+
+  it('5: run --detach returns when ready; wait and stop; a stale daemon.json is detected', async () => {
+    const dir = await newDir()
+    detached.push(dir)
+    const started = await dms(['run', '--detach', '--data-dir', dir, ...LOCAL])
+    expect(started.code).toBe(0)
+    const info = JSON.parse(started.stdout)
+    expect(info).toMatchObject({ pid: expect.any(Number), api: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/), log: join(dir, 'daemon.log') })
+    // it is ready when --detach returns: no wait loop needed
+    expect(await dms(['status', '--data-dir', dir])).toMatchObject({ code: 0 })
+    expect(JSON.parse((await dms(['wait', '--data-dir', dir, '--timeout', '5s'])).stdout)).toMatchObject({ ready: true, pid: info.pid })
+    expect(await readFile(join(dir, 'daemon.log'), 'utf8')).toContain('dms node ready')
+
+    const stopped = await dms(['stop', '--data-dir', dir])
+    expect(stopped.code).toBe(0)
+    expect(JSON.parse(stopped.stdout)).toEqual({ stopped: true, pid: info.pid })
+    expect(() => process.kill(info.pid, 0)).toThrow()
+    refusedAs(await dms(['stop', '--data-dir', dir]), 'NotRunning')
+
+    // a daemon.json left by a dead process (as after kill -9) is not a running daemon anywhere
+    await writeFile(join(dir, 'daemon.json'), JSON.stringify({ ...info, pid: 2 ** 22 + 1 }))
+    const [status, wait, call] = await Promise.all([
+      dms(['status', '--data-dir', dir]),
+      dms(['wait', '--data-dir', dir, '--timeout', '1s']),
+      dms(['peers', '--data-dir', dir])
+    ])
+    expect(status.code).toBe(1)
+    expect(JSON.parse(status.stdout)).toMatchObject({ running: false, note: expect.stringMatching(/not running/) })
+    refusedAs(wait, 'Timeout', /no daemon became ready .* within 1s/)
+    refusedAs(call, 'NotRunning')
+  })
+
+  it('5: run --detach exits non-zero with the daemon\'s own error when it fails to start', async () => {
+    const dir = await newDir()
+    const port = new URL(d.info.api).port
+    const r = await dms(['run', '--detach', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--api-port', port])
+    expect(r.code).toBe(1)
+    expect(r.stderr.split('\n')[0]).toMatch(new RegExp(`^InvalidConfig: the API port ${port} on 127\\.0\\.0\\.1 is in use.*--api-port`))
+    expect(r.stderr).toContain(join(dir, 'daemon.log'))
+  })
+
+  it('6: status, version, peers list|self|ping|connect, node state and node labels read', async () => {
+    const other = await startDaemon()
+    try {
+      const [status, version, self, state, labels] = await Promise.all([
+        d.cliJson(['status']),
+        d.cliJson(['version']),
+        d.cliJson(['peers', 'self']),
+        d.cliJson(['node', 'state']),
+        d.cli(['node', 'label', 'set', 'zone=eu']).then(async () => await d.cliJson(['node', 'labels']))
+      ])
+      expect(status).toMatchObject({
+        running: true, version: expect.any(String), uptimeS: expect.any(Number), pid: d.info.pid, peerId: d.info.peerId, did: d.info.did,
+        state: 'ready', peers: { known: expect.any(Number), connected: expect.any(Number) },
+        resources: expect.objectContaining({ free: expect.any(Object) }), allocations: { total: 0, running: 0 }
+      })
+      expect(Date.parse(status.startedAt)).toBeLessThanOrEqual(Date.now())
+      expect(version).toEqual({ cli: status.version, daemon: status.version })
+      expect(self).toMatchObject({ id: d.info.peerId, did: d.info.did })
+      expect(state).toEqual({ state: 'ready', since: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) })
+      expect(labels).toEqual({ labels: { zone: 'eu' } })
+
+      // status and version need no key: no passphrase at all
+      const noKey = { env: { DMS_PASSPHRASE: undefined } }
+      const [anonStatus, anonVersion] = await Promise.all([d.cliJson(['status'], noKey), d.cliJson(['version'], noKey)])
+      expect(anonStatus).toMatchObject({ running: true, peerId: d.info.peerId, note: expect.stringMatching(/DMS_PASSPHRASE/) })
+      expect(anonStatus.state).toBeUndefined()
+      expect(anonVersion.daemon).toBe(status.version)
+
+      const connected = await d.cliJson(['peers', 'connect', other.info.addrs[0]])
+      expect(connected).toEqual({ id: other.info.peerId, connected: true })
+      const [byId, byDid, list] = await Promise.all([
+        d.cliJson(['peers', 'ping', other.info.peerId]),
+        d.cliJson(['peers', 'ping', other.info.did]),
+        d.cliJson(['peers'])
+      ])
+      expect(byId.rttMs).toBeGreaterThanOrEqual(0)
+      expect(byDid.rttMs).toBeGreaterThanOrEqual(0)
+      expect(list.peers).toContainEqual(expect.objectContaining({ id: other.info.peerId, connected: true }))
+      expect((await d.cliJson(['status'])).peers.connected).toBeGreaterThanOrEqual(1)
+    } finally {
+      await cleanup([other])
+    }
+  })
+
+  it('8: a data dir that is a file, a busy listen port: one line naming what to change', async () => {
+    const dir = await newDir()
+    const file = join(dir, 'a-file')
+    await writeFile(file, '')
+    const port = d.info.addrs[0].split('/')[4]
+    const [asFile, busyListen] = await Promise.all([
+      dms(['run', '--data-dir', file, ...LOCAL]),
+      dms(['run', '--data-dir', join(dir, 'b'), '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--api-port', '0', '--no-mdns'])
+    ])
+    refusedAs(asFile, 'InvalidArgument', new RegExp(`--data-dir ${file} is a file, not a directory`))
+    // the foreground daemon logged its start before it failed: the failure is its last line
+    expect(busyListen.code).toBe(1)
+    expect(busyListen.stderr.trim().split('\n').at(-1)).toMatch(new RegExp(`^InvalidConfig: cannot listen on /ip4/127.0.0.1/tcp/${port}: the address is in use.*--listen`))
+    // one line, no stack trace
+    expect(asFile.stderr.trim().split('\n')).toHaveLength(1)
+    expect(busyListen.stderr.split('\n').filter(l => /^\s+at /.test(l))).toEqual([])
+  })
+
+  it('7: a data dir that does not exist is an error, except for init and run', async () => {
+    const dir = await newDir()
+    const missing = join(dir, 'typo')
+    const [list, did] = await Promise.all([dms(['key', 'list', '--data-dir', missing]), dms(['status', '--data-dir', missing])])
+    refusedAs(list, 'NotFound', new RegExp(`no data dir ${missing}`))
+    refusedAs(did, 'NotFound')
+    expect((await dms(['init', '--data-dir', missing])).code).toBe(0)
+    expect((await dms(['key', 'list', '--data-dir', missing])).code).toBe(0)
   })
 })

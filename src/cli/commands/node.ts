@@ -3,9 +3,9 @@ import { InvalidArgument } from '../../lib/errors.js'
 import { parseCores, parseDuration, parseSize } from '../../lib/units.js'
 import { NODE_STATES, parseLabel } from '../../services/node-state/index.js'
 import { callBehavior } from '../call.js'
-import { globalsFrom, printJson, withCommon } from '../common.js'
+import { ago, emit, globalsFrom, printJson, table, withCommon, type OutputOpts } from '../common.js'
 
-interface CommonOpts { dataDir?: string, context?: string, timeout?: string }
+interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, timeout?: string }
 interface DestOpts extends CommonOpts { dest?: string }
 
 const RESOURCE_VIEWS = ['onboarded', 'allocated', 'free'] as const
@@ -25,13 +25,25 @@ function parseGpuRequest (arg: string): { index?: number, vramBytes?: number } {
 export function register (program: Command): void {
   const node = program.command('node').description('this node: state, labels, status, hardware, resources')
 
-  withCommon(node.command('state <state>'))
-    .description(`set the node state (${NODE_STATES.join(' | ')})`)
-    .action(async (state: string, o: CommonOpts) => {
+  withCommon(node.command('state [state]'))
+    .description(`the node state, or set it (${NODE_STATES.join(' | ')})`)
+    .action(async (state: string | undefined, o: CommonOpts) => {
+      if (state === undefined) {
+        const s = await callBehavior<{ state: string, stateSince: number }>(globalsFrom(o), '/dms/node/status', {})
+        emit(o, { state: s.state, since: new Date(s.stateSince).toISOString() }, v => `${v.state} (since ${ago(v.since)})`)
+        return
+      }
       if (!(NODE_STATES as readonly string[]).includes(state)) {
         throw new InvalidArgument(`unknown node state '${state}' (one of ${NODE_STATES.join(', ')})`)
       }
       printJson(await callBehavior(globalsFrom(o), '/dms/node/state/set', { state }))
+    })
+
+  withCommon(node.command('labels'))
+    .description('the node labels (set them with dms node label set)')
+    .action(async (o: CommonOpts) => {
+      const s = await callBehavior<{ labels: Record<string, string> }>(globalsFrom(o), '/dms/node/status', {})
+      emit(o, { labels: s.labels }, v => table(['KEY', 'VALUE'], Object.entries(v.labels)))
     })
 
   const label = node.command('label').description('node labels (key=value) for placement constraints')
