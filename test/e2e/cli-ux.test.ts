@@ -175,4 +175,15 @@ describe('dms CLI usability (issue 9)', () => {
     expect((await dms(['init', '--data-dir', missing])).code).toBe(0)
     expect((await dms(['key', 'list', '--data-dir', missing])).code).toBe(0)
   })
+
+  it('7: an unknown field in --data is a BadRequest naming it; an unknown behaviour suggests the nearest path', async () => {
+    const [typo, unknown, ok] = await Promise.all([
+      d.cli(['actor', 'cmd', '/dms/node/peers/ping', '--data', JSON.stringify({ peer: d.info.peerId, timout: 5 })]),
+      d.cli(['actor', 'cmd', '/dms/node/peers/lst']),
+      d.cli(['actor', 'cmd', '/dms/node/peers/list', '--data', '{}'])
+    ])
+    refusedAs(typo, 'BadRequest', /timout/)
+    refusedAs(unknown, 'UnknownBehavior', /did you mean \/dms\/node\/peers\/list\?/)
+    expect(ok.code).toBe(0)
+  })
 })

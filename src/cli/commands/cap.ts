@@ -1,17 +1,19 @@
+import { existsSync } from 'node:fs'
 import type { Command } from 'commander'
 import { readDaemonInfo } from '../../api/client.js'
 import { Keystore } from '../../identity/keystore.js'
 import { getPassphrase } from '../../identity/passphrase.js'
-import { InvalidArgument, isDmsError } from '../../lib/errors.js'
+import { InvalidArgument, NotFound, isDmsError } from '../../lib/errors.js'
 import {
-  addAnchor, newContext, readAnchors, removeAnchor, type AnchorKind, type Anchors
+  addAnchor, anchorsPath, newContext, readAnchors, removeAnchor, type AnchorKind, type Anchors
 } from '../../security/anchors.js'
 import { delegateTokens, expiryFrom, grantToken, type GrantRequest, type SelfSign } from '../../security/issue.js'
 import { createRevocation } from '../../security/revocations.js'
 import { anchorsView, viewToken, type AnchorsView } from '../../security/service.js'
 import { buildIndex } from '../../security/trust.js'
-import { callBehavior, loadIdentity } from '../call.js'
-import { globalsFrom, printJson, withCommon, type CliGlobals } from '../common.js'
+import { tokenId } from '../../security/ucan.js'
+import { assertNodeDid, callBehavior, loadIdentity, parseNode } from '../call.js'
+import { ago, emit, globalsFrom, printJson, withCommon, type CliGlobals } from '../common.js'
 
 interface CommonOpts { dataDir?: string, context?: string, timeout?: string }
 interface GrantOpts extends CommonOpts {
@@ -21,6 +23,9 @@ interface GrantOpts extends CommonOpts {
   depth?: string
   expiry?: string
   duration?: string
+  tokenOnly?: boolean
+  json?: boolean
+  output?: string
 }
 interface AnchorOpts extends CommonOpts { root?: string, require?: string, provide?: string, revoke?: string }
 
@@ -34,13 +39,19 @@ function splitTokens (arg: string): string[] {
   return arg.split(',').map(s => s.trim()).filter(s => s.length > 0)
 }
 
-function grantRequest (subject: string, o: GrantOpts): GrantRequest {
+async function grantRequest (g: CliGlobals, subject: string, o: GrantOpts): Promise<GrantRequest> {
   let depth: number | undefined
   if (o.depth !== undefined) {
     depth = Number(o.depth)
     if (!/^\d+$/.test(o.depth)) throw new InvalidArgument(`--depth takes a whole number, got '${o.depth}'`)
   }
-  return { subject, caps: o.cap ?? [], topics: o.topic ?? [], node: o.audience, depth, exp: expiryFrom(o) }
+  // a node is named by its PeerId or its DID, as for --dest; a token carries the DID
+  let node: string | undefined
+  if (o.audience !== undefined) {
+    node = parseNode(o.audience, '--audience').did
+    await assertNodeDid(g, node, '--audience')
+  }
+  return { subject, caps: o.cap ?? [], topics: o.topic ?? [], node, depth, exp: expiryFrom(o) }
 }
 
 /** Whether a daemon serves this data dir (then anchor edits of `dms` must go through it). */
@@ -58,8 +69,16 @@ async function contextDid (g: CliGlobals): Promise<string | undefined> {
   try { return await new Keystore(g.dataDir).did(g.context) } catch { return undefined }
 }
 
+/** A context's anchors from its file; its tokens the node's own revoke anchors refuse are marked too. */
 async function localView (g: CliGlobals, anchors?: Anchors): Promise<AnchorsView> {
-  return anchorsView(g.context, anchors ?? await readAnchors(g.dataDir, g.context), await contextDid(g))
+  const nodeRevoked = g.context === DAEMON_CONTEXT ? new Set<string>() : new Set((await readAnchors(g.dataDir, DAEMON_CONTEXT)).revoke.map(tokenId))
+  return anchorsView(g.context, anchors ?? await readAnchors(g.dataDir, g.context), await contextDid(g), id => nodeRevoked.has(id))
+}
+
+/** `cap list --context nope` is an error, not an empty list: the context has neither key nor anchors. */
+async function assertContext (g: CliGlobals): Promise<void> {
+  if (await contextDid(g) !== undefined || existsSync(anchorsPath(g.dataDir, g.context))) return
+  throw new NotFound(`no context '${g.context}' in ${g.dataDir} ('dms key list' shows them; 'dms cap new ${g.context}' creates it)`, { context: g.context })
 }
 
 /** Exactly one of --root/--require/--provide/--revoke, as (kind, values). */
@@ -87,20 +106,28 @@ async function editAnchors (g: CliGlobals, op: 'add' | 'remove', kind: AnchorKin
   return await localView(g, anchors)
 }
 
-function printTokens (tokens: string[]): void {
-  for (const t of tokens) printJson(viewToken(t))
-  // The token(s) alone on the last line, for `$(dms cap grant … | tail -1)`.
-  process.stdout.write(tokens.join(',') + '\n')
+/**
+ * One JSON document: `token` (several comma-separated, as `--provide` takes them) and `tokens`,
+ * each token with its summary. `--token-only` prints the token alone, for `$(dms cap grant …)`.
+ */
+function printTokens (tokens: string[], o: GrantOpts): void {
+  if (o.tokenOnly === true) {
+    process.stdout.write(tokens.join(',') + '\n')
+    return
+  }
+  emit(o, { token: tokens.join(','), tokens: tokens.map(t => ({ ...viewToken(t), token: t })) },
+    v => [...v.tokens.map(t => `${t.id}  ${t.issuer} → ${t.subject}\n  ${[...t.capabilities, ...t.topics.map(x => `topic ${x}`)].join(', ')}  expires ${ago(t.expiry)}`), '', v.token].join('\n'))
 }
 
 function withGrantOptions (cmd: Command): Command {
   return withCommon(cmd)
     .option('--cap <path>', 'capability path granted (repeatable): /dms/node covers /dms/node/peers/list; / covers all', collect)
     .option('--topic <topic>', 'broadcast topic granted (repeatable): /nunet covers /nunet/hello', collect)
-    .option('--audience <DID>', 'the node the token may be used on (default: any node)')
+    .option('--audience <node>', 'the node the token may be used on, by PeerId or node DID (default: any node)')
     .option('--depth <n>', 'how many further delegations are allowed below this token (default: unlimited)')
     .option('--expiry <RFC3339>', 'expiry time, e.g. 2030-01-31T12:00:00Z')
     .option('--duration <duration>', 'lifetime from now, e.g. 1h, 7d')
+    .option('--token-only', 'print the token alone (several comma-separated), for $(dms cap grant …)')
 }
 
 /** `dms cap new|list|grant|delegate|anchor|remove|revoke`. */
@@ -122,15 +149,16 @@ export function register (program: Command): void {
     .description('anchors of a context: roots, require, provide and revoked tokens')
     .action(async (o: CommonOpts) => {
       const g = globalsFrom(o)
+      await assertContext(g)
       printJson(g.context === DAEMON_CONTEXT && await daemonRunning(g) ? await callBehavior<AnchorsView>(g, '/dms/cap/list', {}) : await localView(g))
     })
 
   withGrantOptions(cap.command('grant <subjectDID>'))
-    .description('issue a token from this context on its own authority; prints it alone on the last line')
+    .description('issue a token from this context on its own authority; prints {token, tokens: [{…summary, token}]} (--token-only: the token alone)')
     .action(async (subject: string, o: GrantOpts) => {
       const g = globalsFrom(o)
-      const req = grantRequest(subject, o)
-      printTokens([await grantToken(await loadIdentity(g), req)])
+      const req = await grantRequest(g, subject, o)
+      printTokens([await grantToken(await loadIdentity(g), req)], o)
     })
 
   withGrantOptions(cap.command('delegate <subjectDID>'))
@@ -139,9 +167,9 @@ export function register (program: Command): void {
     .action(async (subject: string, o: GrantOpts & { selfSign: string }) => {
       const g = globalsFrom(o)
       if (!['no', 'also', 'only'].includes(o.selfSign)) throw new InvalidArgument(`--self-sign is no, also or only; got '${o.selfSign}'`)
-      const req = grantRequest(subject, o)
+      const req = await grantRequest(g, subject, o)
       const held = (await buildIndex(await readAnchors(g.dataDir, g.context))).provide
-      printTokens(await delegateTokens(await loadIdentity(g), held, req, o.selfSign as SelfSign))
+      printTokens(await delegateTokens(await loadIdentity(g), held, req, o.selfSign as SelfSign), o)
     })
 
   const anchorOptions = (cmd: Command): Command => withCommon(cmd)
