@@ -1,7 +1,8 @@
+import { spawn } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, dms, startDaemon, tempDir, type CliResult, type Daemon } from './harness.js'
+import { BIN, cleanup, dms, startDaemon, tempDir, type CliResult, type Daemon } from './harness.js'
 
 const LOCAL = ['--listen', '/ip4/127.0.0.1/tcp/0', '--api-port', '0', '--no-mdns']
 
@@ -186,4 +187,41 @@ describe('dms CLI usability (issue 9)', () => {
     refusedAs(unknown, 'UnknownBehavior', /did you mean \/dms\/node\/peers\/list\?/)
     expect(ok.code).toBe(0)
   })
+
+  it('4: dms run confirms a first-run passphrase, saying "create"; Ctrl-C at a prompt exits 130 on a new line', async () => {
+    const dir = await newDir()
+    // a terminal from util-linux `script`: the prompts only appear on a TTY
+    const mismatch = await onTerminal(['run', '--data-dir', join(dir, 'new'), ...LOCAL], [['Passphrase to create', 'one\r'], ['Repeat the passphrase', 'two\r']])
+    expect(mismatch.output).toMatch(/Passphrase to create the node keys in \S+new: /)
+    expect(mismatch.output).toMatch(/NoPassphrase: the two passphrases differ/)
+    expect(mismatch.code).toBe(1)
+
+    const interrupted = await onTerminal(['init', '--data-dir', join(dir, 'init')], [['Passphrase to', '\u0003']])
+    expect(interrupted.code).toBe(130)
+    expect(interrupted.output).toMatch(/Passphrase to protect the keys: \r?\n$/)
+  })
 })
+
+/**
+ * Runs `dms <args>` on a pseudo-terminal (`script -qec`), without DMS_PASSPHRASE, answering each
+ * prompt (text awaited in the output) with its input. Bounded by `timeoutMs`.
+ */
+async function onTerminal (args: string[], answers: Array<[string, string]>, timeoutMs = 30_000): Promise<{ code: number, output: string }> {
+  const quote = (a: string): string => `'${a.replace(/'/g, "'\\''")}'`
+  const env: Record<string, string | undefined> = { ...process.env, DMS_PASSPHRASE: undefined, TERM: 'dumb' }
+  delete env.DMS_PASSPHRASE
+  const child = spawn('script', ['-qec', [process.execPath, BIN, ...args].map(quote).join(' '), '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] })
+  let output = ''
+  let next = 0
+  const onData = (b: Buffer): void => {
+    output += b.toString()
+    while (next < answers.length && output.includes(answers[next][0])) child.stdin.write(answers[next++][1])
+  }
+  child.stdout.on('data', onData)
+  child.stderr.on('data', onData)
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+  const code = await new Promise<number>(resolve => child.on('exit', c => { resolve(c ?? -1) }))
+  clearTimeout(timer)
+  return { code, output }
+}
+
