@@ -18,9 +18,12 @@ export function defaultDataDir (): string {
   return resolve(process.env.DMS_HOME ?? join(homedir(), '.dms'))
 }
 
-/** Adds --data-dir, --context and --timeout to a command. */
-export function withCommon (cmd: Command, defaultContext = 'user'): Command {
-  return withOutput(cmd
+/** What a command that talks to the daemon needs, for its help. */
+export const NEEDS_DAEMON = 'Needs: the running daemon of the data dir (dms run --detach; dms status tells) and the\npassphrase of the --context key (DMS_PASSPHRASE, or a prompt on a terminal).'
+
+/** Adds --data-dir, --context and --timeout to a command, and what it needs to its help. */
+export function withCommon (cmd: Command, defaultContext = 'user', needs = NEEDS_DAEMON): Command {
+  return withOutput(cmd.addHelpText('after', `\n${needs}`)
     .option('--data-dir <dir>', 'data directory (default: $DMS_HOME or ~/.dms)')
     .option('--context <context>', 'key context to act as', defaultContext)
     .option('--timeout <duration>', 'deadline for the call (e.g. 5s, 1m)', '30s'))
@@ -56,10 +59,25 @@ export const green = (t: string): string => colour(32, t)
 export const red = (t: string): string => colour(31, t)
 export const dim = (t: string): string => colour(2, t)
 
-/** Prints `value` as JSON, or as `human(value)` for a person at a terminal. */
+/** Keys whose number is a time in Unix ms in some replies (`since`, `stateSince`, `expiresAt`). */
+const TIME_KEY = /^(since|.+Since|.+At)$/
+
+/**
+ * The CLI prints ISO-8601 times everywhere: a reply's Unix-ms times (named by TIME_KEY) are
+ * turned into ISO strings. `dms actor cmd` prints the wire reply as it is.
+ */
+export function isoTimes (value: unknown, depth = 0): unknown {
+  if (depth > 32 || value === null || typeof value !== 'object') return value
+  if (Array.isArray(value)) return value.map(v => isoTimes(v, depth + 1))
+  return Object.fromEntries(Object.entries(value).map(([k, v]) =>
+    [k, TIME_KEY.test(k) && typeof v === 'number' && v > 0 ? new Date(v).toISOString() : isoTimes(v, depth + 1)]))
+}
+
+/** Prints `value` as JSON (times in ISO-8601), or as `human(value)` for a person at a terminal. */
 export function emit<T> (o: OutputOpts, value: T, human?: (v: T) => string): void {
-  if (human === undefined || wantsJson(o)) printJson(value)
-  else process.stdout.write(human(value).replace(/\n?$/, '\n'))
+  const v = isoTimes(value) as T
+  if (human === undefined || wantsJson(o)) printJson(v)
+  else process.stdout.write(human(v).replace(/\n?$/, '\n'))
 }
 
 /** A table: a header row and rows of cells, columns padded to their widest cell. */

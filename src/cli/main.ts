@@ -10,8 +10,9 @@ import { VERSION } from '../node/version.js'
 import { initDataDir } from '../node/init.js'
 import type { ConfigInput } from '../node/config.js'
 import { behaviorHelp } from './behavior-docs.js'
+import { completionScript } from './completion.js'
 import { buildEnvelope, callBehavior, openSession, parseDest } from './call.js'
-import { globalsFrom, printJson, withCommon } from './common.js'
+import { emit, globalsFrom, printJson, table, withCommon, withOutput, type OutputOpts } from './common.js'
 import { register as registerCap } from './commands/cap.js'
 import { register as registerOnboard } from './commands/onboard.js'
 import { register as registerNode } from './commands/node.js'
@@ -20,6 +21,27 @@ import { assertDataDir, daemonPassphrase, ensureDataDir, register as registerDae
 import { register as registerPeers } from './commands/peers.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+
+const TOP_HELP = `
+Examples:
+  dms run --detach                        start the daemon in the background (keys made on first run)
+  dms status                              is it up? version, uptime, identity, state, peers, resources
+  dms peers                               the peers it knows
+  dms onboard --cpu 1 --ram 2GiB --disk 10GiB
+  dms alloc run --wait -- echo hello      run a task on this node
+  dms actor cmd --help                    every behaviour, with its request fields
+  dms stop                                stop the daemon
+
+Environment:
+  DMS_HOME        the data dir when --data-dir is not given (default ~/.dms)
+  DMS_PASSPHRASE  the passphrase of the data dir's keys; without it a terminal prompts, and a
+                  command with neither fails (NoPassphrase). dms status and dms version need none
+  DMS_LOG_LEVEL   daemon log level (info); DMS_LOG_FORMAT=json forces JSON logs
+  DMS_LISTEN, DMS_BOOTSTRAP, DMS_API_PORT, DMS_MDNS: daemon settings (README, "Data and configuration")
+  NO_COLOR        no colour in human output (there is none when stdout is not a terminal)
+
+Output: human text on a terminal; JSON (as specs/cli.md documents) when piped, or with --json / -o json.
+Most commands talk to the running daemon of the data dir and sign with the user key.`
 
 function parseJson (flag: string, text: string | undefined): unknown {
   if (text === undefined) return {}
@@ -39,6 +61,7 @@ export function buildProgram (): Command {
     .description('dms: a peer-to-peer node runtime. Actors addressed by DIDs, libp2p transport, UCAN capabilities.')
     .version(VERSION)
     .showHelpAfterError()
+    .addHelpText('after', TOP_HELP)
 
   program.command('init')
     .description('create the node (dms) and user keys and make the user a root of this node; idempotent')
@@ -97,10 +120,12 @@ export function buildProgram (): Command {
     .action(async (o: { dataDir?: string, context: string }) => {
       process.stdout.write(await new Keystore(globalsFrom(o).dataDir).did(o.context) + '\n')
     })
-  key.command('list')
-    .description('list contexts and their DIDs')
+  withOutput(key.command('list'))
+    .description('list contexts and their DIDs (no passphrase needed)')
     .option('--data-dir <dir>', 'data directory')
-    .action(async (o: { dataDir?: string }) => { printJson({ keys: await new Keystore(globalsFrom(o).dataDir).list() }) })
+    .action(async (o: { dataDir?: string } & OutputOpts) => {
+      emit(o, { keys: await new Keystore(globalsFrom(o).dataDir).list() }, v => table(['CONTEXT', 'DID'], v.keys.map(k => [k.context, k.did])))
+    })
 
   const actor = program.command('actor').description('talk to actors: invoke behaviours, send and broadcast envelopes')
   withCommon(actor.command('cmd <behavior>'))
@@ -142,6 +167,9 @@ export function buildProgram (): Command {
   registerAlloc(program)
   registerDaemon(program)
   registerPeers(program)
+  program.command('completion <shell>')
+    .description('print a shell completion script: bash, zsh or fish (eval "$(dms completion bash)")')
+    .action((shell: string) => { process.stdout.write(completionScript(program, shell)) })
   program.hook('preAction', async (_program, action) => { await checkDataDir(action) })
   return program
 }

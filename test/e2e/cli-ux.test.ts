@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -200,15 +200,58 @@ describe('dms CLI usability (issue 9)', () => {
     expect(interrupted.code).toBe(130)
     expect(interrupted.output).toMatch(/Passphrase to protect the keys: \r?\n$/)
   })
+
+  it('output: tables and colour on a terminal, never with NO_COLOR; JSON when piped or with --json; ISO times', async () => {
+    const keys = ['key', 'list', '--data-dir', d.dataDir]
+    const [tty, noColor, json, piped, state] = await Promise.all([
+      onTerminal(keys, []),
+      onTerminal(keys, [], { NO_COLOR: '1' }),
+      onTerminal([...keys, '--json'], []),
+      d.cliJson(['key', 'list']),
+      d.cliJson(['node', 'state'])
+    ])
+    expect(tty.code).toBe(0)
+    expect(tty.output).toMatch(/\u001b\[1mCONTEXT +DID\u001b\[0m\r?\ndms +did:key:/)
+    expect(noColor.output).toMatch(/^CONTEXT +DID\r?\ndms +did:key:/)
+    expect(noColor.output).not.toContain('\u001b[')
+    expect(JSON.parse(json.output)).toEqual(piped)
+    expect(piped.keys.map((k: { context: string }) => k.context)).toEqual(['dms', 'user'])
+    // a Unix-ms time of a reply is shown as ISO-8601
+    expect(new Date(state.since).toISOString()).toBe(state.since)
+  })
+
+  it('help: examples and environment at the top, what a command needs on each; completion for bash, zsh, fish', async () => {
+    const [top, peers, bash, zsh, fish, bad] = await Promise.all([
+      dms(['--help']), dms(['peers', 'list', '--help']),
+      dms(['completion', 'bash']), dms(['completion', 'zsh']), dms(['completion', 'fish']), dms(['completion', 'tcsh'])
+    ])
+    expect(top.stdout).toMatch(/Examples:\n {2}dms run --detach/)
+    expect(top.stdout).toMatch(/Environment:[\s\S]*DMS_PASSPHRASE/)
+    expect(peers.stdout).toMatch(/Needs: the running daemon/)
+    expect(zsh.stdout).toContain('bashcompinit')
+    expect(fish.stdout).toContain("complete -c dms -n '__fish_seen_subcommand_from peers' -a 'list self ping connect'")
+    refusedAs(bad, 'InvalidArgument')
+    // the bash script completes as bash would call it
+    const complete = (line: string): string => {
+      const words = line.split(' ')
+      const r = spawnSync('bash', ['-c', `${bash.stdout}\nCOMP_WORDS=(${words.map(w => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _dms; echo "\${COMPREPLY[@]}"`], { encoding: 'utf8' })
+      return r.stdout.trim()
+    }
+    expect(complete('dms pe')).toBe('peers')
+    expect(complete('dms peers p')).toBe('ping')
+    expect(complete('dms run --de')).toBe('--detach')
+  })
 })
 
 /**
  * Runs `dms <args>` on a pseudo-terminal (`script -qec`), without DMS_PASSPHRASE, answering each
  * prompt (text awaited in the output) with its input. Bounded by `timeoutMs`.
  */
-async function onTerminal (args: string[], answers: Array<[string, string]>, timeoutMs = 30_000): Promise<{ code: number, output: string }> {
+async function onTerminal (args: string[], answers: Array<[string, string]>, extraEnv: Record<string, string> = {}, timeoutMs = 30_000): Promise<{ code: number, output: string }> {
   const quote = (a: string): string => `'${a.replace(/'/g, "'\\''")}'`
-  const env: Record<string, string | undefined> = { ...process.env, DMS_PASSPHRASE: undefined, TERM: 'dumb' }
+  const env: Record<string, string | undefined> = { ...process.env, TERM: 'dumb', ...extraEnv }
+  delete env.NO_COLOR
+  if (extraEnv.NO_COLOR !== undefined) env.NO_COLOR = extraEnv.NO_COLOR
   delete env.DMS_PASSPHRASE
   const child = spawn('script', ['-qec', [process.execPath, BIN, ...args].map(quote).join(' '), '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] })
   let output = ''

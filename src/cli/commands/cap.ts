@@ -13,9 +13,9 @@ import { anchorsView, viewToken, type AnchorsView } from '../../security/service
 import { buildIndex } from '../../security/trust.js'
 import { tokenId } from '../../security/ucan.js'
 import { assertNodeDid, callBehavior, loadIdentity, parseNode } from '../call.js'
-import { ago, emit, globalsFrom, printJson, withCommon, type CliGlobals } from '../common.js'
+import { ago, bold, dim, emit, globalsFrom, green, red, table, withCommon, type CliGlobals, type OutputOpts } from '../common.js'
 
-interface CommonOpts { dataDir?: string, context?: string, timeout?: string }
+interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, timeout?: string }
 interface GrantOpts extends CommonOpts {
   cap?: string[]
   topic?: string[]
@@ -30,6 +30,9 @@ interface GrantOpts extends CommonOpts {
 interface AnchorOpts extends CommonOpts { root?: string, require?: string, provide?: string, revoke?: string }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+
+/** What `dms cap` commands need, for their help. */
+const CAP_NEEDS = 'Needs: the data dir, and the passphrase of the --context key where it signs (grant, delegate,\nrevoke, new: DMS_PASSPHRASE or a prompt). Edits of --context dms go through the daemon while it runs.'
 
 /** The context the daemon authorizes with: edits of it go through the running daemon. */
 const DAEMON_CONTEXT = 'dms'
@@ -81,6 +84,14 @@ async function assertContext (g: CliGlobals): Promise<void> {
   throw new NotFound(`no context '${g.context}' in ${g.dataDir} ('dms key list' shows them; 'dms cap new ${g.context}' creates it)`, { context: g.context })
 }
 
+function humanAnchors (v: AnchorsView): string {
+  const tokens = (list: AnchorsView['provide']): string => table(['ID', 'ISSUER', 'SUBJECT', 'CAPABILITIES', 'EXPIRES', 'STATE'], list.map(t => [
+    t.id.slice(0, 16) + '…', t.issuer.slice(0, 20) + '…', t.subject.slice(0, 20) + '…', [...t.capabilities, ...t.topics.map(x => `topic ${x}`)].join(', '),
+    t.expiry, t.revoked ? red('revoked') : t.expired ? red('expired') : green('valid')]))
+  return [`${bold('context')} ${v.context}  ${v.did ?? ''}`, `${bold('roots')}\n${v.roots.length === 0 ? dim('(none)') : v.roots.join('\n')}`,
+    `${bold('require')}\n${tokens(v.require)}`, `${bold('provide')}\n${tokens(v.provide)}`, `${bold('revoked')}\n${tokens(v.revoked)}`].join('\n\n')
+}
+
 /** Exactly one of --root/--require/--provide/--revoke, as (kind, values). */
 function anchorArg (o: AnchorOpts): { kind: AnchorKind, values: string[] } {
   const given = (['root', 'require', 'provide', 'revoke'] as const).filter(k => o[k] !== undefined)
@@ -120,7 +131,7 @@ function printTokens (tokens: string[], o: GrantOpts): void {
 }
 
 function withGrantOptions (cmd: Command): Command {
-  return withCommon(cmd)
+  return withCommon(cmd, 'user', CAP_NEEDS)
     .option('--cap <path>', 'capability path granted (repeatable): /dms/node covers /dms/node/peers/list; / covers all', collect)
     .option('--topic <topic>', 'broadcast topic granted (repeatable): /nunet covers /nunet/hello', collect)
     .option('--audience <node>', 'the node the token may be used on, by PeerId or node DID (default: any node)')
@@ -134,7 +145,7 @@ function withGrantOptions (cmd: Command): Command {
 export function register (program: Command): void {
   const cap = program.command('cap').description('capabilities: trust anchors of a context, granting, delegating and revoking tokens')
 
-  withCommon(cap.command('new <context>'))
+  withCommon(cap.command('new <context>'), 'user', CAP_NEEDS)
     .description('create a capability context (its anchors file, and its key when it has none)')
     .action(async (context: string, o: CommonOpts) => {
       const g = { ...globalsFrom(o), context }
@@ -142,15 +153,15 @@ export function register (program: Command): void {
       const key = !await ks.exists(context)
       if (key) await ks.create(context, await getPassphrase(`protect the '${context}' key`, { confirm: process.env.DMS_PASSPHRASE === undefined }))
       await newContext(g.dataDir, context)
-      printJson({ context, did: await ks.did(context), created: key ? ['key', 'anchors'] : ['anchors'] })
+      emit(o, { context, did: await ks.did(context), created: key ? ['key', 'anchors'] : ['anchors'] })
     })
 
-  withCommon(cap.command('list'))
+  withCommon(cap.command('list'), 'user', CAP_NEEDS)
     .description('anchors of a context: roots, require, provide and revoked tokens')
     .action(async (o: CommonOpts) => {
       const g = globalsFrom(o)
       await assertContext(g)
-      printJson(g.context === DAEMON_CONTEXT && await daemonRunning(g) ? await callBehavior<AnchorsView>(g, '/dms/cap/list', {}) : await localView(g))
+      emit(o, g.context === DAEMON_CONTEXT && await daemonRunning(g) ? await callBehavior<AnchorsView>(g, '/dms/cap/list', {}) : await localView(g), humanAnchors)
     })
 
   withGrantOptions(cap.command('grant <subjectDID>'))
@@ -172,7 +183,7 @@ export function register (program: Command): void {
       printTokens(await delegateTokens(await loadIdentity(g), held, req, o.selfSign as SelfSign), o)
     })
 
-  const anchorOptions = (cmd: Command): Command => withCommon(cmd)
+  const anchorOptions = (cmd: Command): Command => withCommon(cmd, 'user', CAP_NEEDS)
     .option('--root <DID>', 'a DID trusted fully')
     .option('--require <token>', 'a token from a root to a foreign DID: that organisation\'s chains are accepted within it')
     .option('--provide <token>', 'a token issued to this context, presented as proof when it invokes (comma-separated for several)')
@@ -182,28 +193,28 @@ export function register (program: Command): void {
     .description('add a trust anchor (for --context dms, through the running daemon so it applies at once)')
     .action(async (o: AnchorOpts) => {
       const { kind, values } = anchorArg(o)
-      printJson(await editAnchors(globalsFrom(o), 'add', kind, values))
+      emit(o, await editAnchors(globalsFrom(o), 'add', kind, values))
     })
 
   anchorOptions(cap.command('remove'))
     .description('remove a trust anchor (a token may be named by its id, as `cap list` shows it)')
     .action(async (o: AnchorOpts) => {
       const { kind, values } = anchorArg(o)
-      printJson(await editAnchors(globalsFrom(o), 'remove', kind, values))
+      emit(o, await editAnchors(globalsFrom(o), 'remove', kind, values))
     })
 
-  withCommon(cap.command('revoke <token>'))
+  withCommon(cap.command('revoke <token>'), 'user', CAP_NEEDS)
     .description('revoke a token this context issued: signed here, recorded by the local daemon and spread to every node')
     .action(async (token: string, o: CommonOpts) => {
       const g = globalsFrom(o)
       const record = createRevocation(await loadIdentity(g), token.trim())
       if (await daemonRunning(g)) {
-        printJson(await callBehavior(g, '/dms/cap/revoke', { record }))
+        emit(o, await callBehavior(g, '/dms/cap/revoke', { record }))
         return
       }
       // No daemon: the node refuses the token from its next start, but nobody else hears of it.
       await addAnchor(g.dataDir, DAEMON_CONTEXT, 'revoke', record.token ?? token)
       process.stderr.write('warning: no daemon is running; the token is refused by this node only. Run `dms cap revoke` again once it runs to spread the revocation.\n')
-      printJson({ id: record.revoke, fresh: true, spread: false })
+      emit(o, { id: record.revoke, fresh: true, spread: false })
     })
 }

@@ -3,7 +3,7 @@ import { InvalidArgument } from '../../lib/errors.js'
 import { parseCores, parseDuration, parseSize } from '../../lib/units.js'
 import { NODE_STATES, parseLabel } from '../../services/node-state/index.js'
 import { callBehavior } from '../call.js'
-import { ago, emit, globalsFrom, printJson, table, withCommon, type OutputOpts } from '../common.js'
+import { ago, emit, globalsFrom, table, withCommon, type OutputOpts } from '../common.js'
 
 interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, timeout?: string }
 interface DestOpts extends CommonOpts { dest?: string }
@@ -36,7 +36,7 @@ export function register (program: Command): void {
       if (!(NODE_STATES as readonly string[]).includes(state)) {
         throw new InvalidArgument(`unknown node state '${state}' (one of ${NODE_STATES.join(', ')})`)
       }
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/state/set', { state }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/state/set', { state }))
     })
 
   withCommon(node.command('labels'))
@@ -51,19 +51,19 @@ export function register (program: Command): void {
     .description('add or replace labels: dms node label set zone=eu-west gpu=true')
     .action(async (args: string[], o: CommonOpts) => {
       const labels = Object.fromEntries(args.map(parseLabel))
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/labels/set', { labels }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/labels/set', { labels }))
     })
   withCommon(label.command('rm <keys...>'))
     .description('remove labels by key')
     .action(async (keys: string[], o: CommonOpts) => {
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/labels/remove', { keys }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/labels/remove', { keys }))
     })
 
   withCommon(node.command('status'))
     .description('state, labels, onboarding, resources and a hardware summary')
     .option('--dest <peer>', 'ask another node (PeerId or did:key)')
     .action(async (o: DestOpts) => {
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/status', {}, { dest: o.dest }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/status', {}, { dest: o.dest }))
     })
 
   withCommon(node.command('hardware'))
@@ -71,7 +71,7 @@ export function register (program: Command): void {
     .option('--usage', 'live CPU %, RAM and disk used')
     .option('--dest <peer>', 'ask another node (PeerId or did:key)')
     .action(async (o: DestOpts & { usage?: boolean }) => {
-      printJson(await callBehavior(globalsFrom(o), o.usage === true ? '/dms/node/hardware/usage' : '/dms/node/hardware/spec', {}, { dest: o.dest }))
+      emit(o, await callBehavior(globalsFrom(o), o.usage === true ? '/dms/node/hardware/usage' : '/dms/node/hardware/spec', {}, { dest: o.dest }))
     })
 
   const resources = node.command('resources').description('the resource ledger: views, and reserve/commit/release by id')
@@ -80,14 +80,14 @@ export function register (program: Command): void {
       .description(`${view} resources as a vector`)
       .option('--dest <peer>', 'ask another node (PeerId or did:key)')
       .action(async (o: DestOpts) => {
-        printJson(await callBehavior(globalsFrom(o), `/dms/node/resources/${view}`, {}, { dest: o.dest }))
+        emit(o, await callBehavior(globalsFrom(o), `/dms/node/resources/${view}`, {}, { dest: o.dest }))
       })
   }
   withCommon(resources.command('ledger'))
     .description('onboarded, live reservations, allocations, free and any deficit')
     .option('--dest <peer>', 'ask another node (PeerId or did:key)')
     .action(async (o: DestOpts) => {
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/resources/ledger', {}, { dest: o.dest }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/resources/ledger', {}, { dest: o.dest }))
     })
   withCommon(resources.command('reserve <id>'))
     .description('promise resources to <id> for --ttl')
@@ -103,13 +103,13 @@ export function register (program: Command): void {
         diskBytes: parseSize(o.disk, '--disk'),
         gpus: (o.gpu ?? []).map(parseGpuRequest)
       }
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/resources/reserve', { id, resources, ttlMs: parseDuration(o.ttl, '--ttl') }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/resources/reserve', { id, resources, ttlMs: parseDuration(o.ttl, '--ttl') }))
     })
   for (const verb of ['commit', 'release'] as const) {
     withCommon(resources.command(`${verb} <id>`))
       .description(verb === 'commit' ? 'turn the reservation <id> into an allocation' : 'free the reservation or allocation <id>')
       .action(async (id: string, o: CommonOpts) => {
-        printJson(await callBehavior(globalsFrom(o), `/dms/node/resources/${verb}`, { id }))
+        emit(o, await callBehavior(globalsFrom(o), `/dms/node/resources/${verb}`, { id }))
       })
   }
 }

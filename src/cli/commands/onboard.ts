@@ -2,9 +2,9 @@ import type { Command } from 'commander'
 import { InvalidArgument } from '../../lib/errors.js'
 import { parseCores, parseSize } from '../../lib/units.js'
 import { callBehavior } from '../call.js'
-import { globalsFrom, printJson, withCommon } from '../common.js'
+import { emit, globalsFrom, withCommon, type OutputOpts } from '../common.js'
 
-interface CommonOpts { dataDir?: string, context?: string, timeout?: string }
+interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, timeout?: string }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
@@ -39,20 +39,21 @@ export function register (program: Command): void {
         ...(o.gpu === false ? { gpus: [] } : o.gpu !== undefined ? { gpus: o.gpu.map(parseGpuArg) } : {}),
         ...(o.force === true ? { force: true } : {})
       }
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/onboarding/onboard', payload))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/onboarding/onboard', payload))
     })
 
   withCommon(onboard.command('status'))
     .description('whether this machine is onboarded, with what and since when')
     .action(async (_o: CommonOpts, cmd: Command) => {
       // `onboard` declares the same flags, so commander may hand them to it: read both.
-      printJson(await callBehavior(globalsFrom(cmd.optsWithGlobals<CommonOpts>()), '/dms/node/onboarding/status', {}))
+      const o = cmd.optsWithGlobals<CommonOpts>()
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/onboarding/status', {}))
     })
 
   withCommon(program.command('offboard'))
     .description('withdraw this machine\'s offer')
     .option('--force', 'even while reservations or allocations hold resources (reservations are cancelled)')
     .action(async (o: CommonOpts & { force?: boolean }) => {
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/onboarding/offboard', o.force === true ? { force: true } : {}))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/onboarding/offboard', o.force === true ? { force: true } : {}))
     })
 }
