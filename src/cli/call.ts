@@ -10,6 +10,7 @@ import { getPassphrase } from '../identity/passphrase.js'
 import { InvalidArgument, isDmsError } from '../lib/errors.js'
 import { loadProofSource } from '../security/index.js'
 import type { CliGlobals } from './common.js'
+import { readSession, type UnlockSession } from './session.js'
 
 /** Inbox name the CLI uses in its `from` handle; replies are matched by their one-shot path. */
 const CLI_INBOX = 'cli'
@@ -45,11 +46,21 @@ export async function assertNodeDid (g: CliGlobals, did: string, flag: string): 
   if (mine !== undefined) throw new InvalidArgument(`${flag} ${did} is the DID of your '${mine.context}' key; ${USER_DID_HINT}`, { field: flag })
 }
 
-export interface Session { daemon: DaemonInfo, api: ApiClient, identity: Identity }
+export interface Session {
+  daemon: DaemonInfo
+  api: ApiClient
+  /** The context's own key, when already loaded; else `loadKey` loads it (passphrase) when a call needs it. */
+  identity?: Identity
+  loadKey?: () => Promise<Identity>
+  /** The context's unlock session (`dms unlock`), while it lasts. */
+  unlocked?: UnlockSession
+}
 
 export async function openSession (g: CliGlobals): Promise<Session> {
   const daemon = await readDaemonInfo(g.dataDir)
-  return { daemon, api: new ApiClient(daemon.api), identity: await loadIdentity(g) }
+  let loaded: Promise<Identity> | undefined
+  const identity = async (): Promise<Identity> => await (loaded ??= loadIdentity(g))
+  return { daemon, api: new ApiClient(daemon.api), loadKey: identity, unlocked: await readSession(g.dataDir, g.context) }
 }
 
 /**
@@ -58,15 +69,26 @@ export async function openSession (g: CliGlobals): Promise<Session> {
  */
 export async function openAnonymousSession (g: CliGlobals): Promise<Session> {
   const daemon = await readDaemonInfo(g.dataDir)
-  return { daemon, api: new ApiClient(daemon.api), identity: await newIdentity() }
+  const throwaway = await newIdentity()
+  return { daemon, api: new ApiClient(daemon.api), identity: throwaway }
 }
 
 /** Builds and signs an envelope from this CLI context, with the proofs its anchors provide. */
 export async function buildEnvelope (g: CliGlobals, s: Session, to: Handle, behavior: string, payload: unknown, extra: { cont?: boolean, topic?: string, cap?: string[] } = {}): Promise<{ env: Envelope, frame: Uint8Array }> {
-  const from: Handle = { id: s.identity.did, did: s.identity.did, addr: { peer: s.daemon.peerId, inbox: CLI_INBOX } }
-  const nonce = newNonce()
+  const isPublic = behavior.startsWith('/public/')
   // explicit tokens (raw envelopes) replace what the context's provide anchors would give
-  const proofs = extra.cap ?? (behavior.startsWith('/public/') ? [] : await (await loadProofSource(g.dataDir, g.context)).proofsFor(behavior, to.id, extra.topic))
+  let proofs = extra.cap ?? (isPublic ? [] : await (await loadProofSource(g.dataDir, g.context)).proofsFor(behavior, to.id, extra.topic))
+  // An unlock session signs what the context may do on its own authority; a call that needs a
+  // token others granted the context (or explicit tokens) is signed with the context's key.
+  let signer: Identity
+  if (s.unlocked !== undefined && extra.cap === undefined && proofs.length === 0) {
+    signer = s.unlocked.identity
+    proofs = isPublic ? [] : [s.unlocked.token]
+  } else {
+    signer = s.identity ?? await (s.loadKey ?? (async () => await loadIdentity(g)))()
+  }
+  const from: Handle = { id: signer.did, did: signer.did, addr: { peer: s.daemon.peerId, inbox: CLI_INBOX } }
+  const nonce = newNonce()
   const env: Envelope = {
     v: 1,
     to,
@@ -79,7 +101,7 @@ export async function buildEnvelope (g: CliGlobals, s: Session, to: Handle, beha
     cap: proofs.length > 0 ? proofs : undefined,
     msg: payload
   }
-  return { env, frame: encodeEnvelope(env, s.identity.sign) }
+  return { env, frame: encodeEnvelope(env, signer.sign) }
 }
 
 /**

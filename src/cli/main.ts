@@ -19,6 +19,7 @@ import { register as registerNode } from './commands/node.js'
 import { register as registerAlloc } from './commands/alloc.js'
 import { assertDataDir, daemonPassphrase, ensureDataDir, register as registerDaemon, runDetached } from './commands/daemon.js'
 import { register as registerPeers } from './commands/peers.js'
+import { register as registerUnlock } from './commands/unlock.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
@@ -30,12 +31,14 @@ Examples:
   dms onboard --cpu 1 --ram 2GiB --disk 10GiB
   dms alloc run --wait -- echo hello      run a task on this node
   dms actor cmd --help                    every behaviour, with its request fields
+  dms unlock --for 8h                     type the passphrase once for the next 8 hours (dms lock ends it)
   dms stop                                stop the daemon
 
 Environment:
   DMS_HOME        the data dir when --data-dir is not given (default ~/.dms)
   DMS_PASSPHRASE  the passphrase of the data dir's keys; without it a terminal prompts, and a
-                  command with neither fails (NoPassphrase). dms status and dms version need none
+                  command with neither fails (NoPassphrase). dms unlock asks once for a session
+                  (dms lock ends it); dms status and dms version need none
   DMS_LOG_LEVEL   daemon log level (info); DMS_LOG_FORMAT=json forces JSON logs
   DMS_LISTEN, DMS_BOOTSTRAP, DMS_API_PORT, DMS_MDNS: daemon settings (README, "Data and configuration")
   NO_COLOR        no colour in human output (there is none when stdout is not a terminal)
@@ -167,6 +170,7 @@ export function buildProgram (): Command {
   registerAlloc(program)
   registerDaemon(program)
   registerPeers(program)
+  registerUnlock(program)
   program.command('completion <shell>')
     .description('print a shell completion script: bash, zsh or fish (eval "$(dms completion bash)")')
     .action((shell: string) => { process.stdout.write(completionScript(program, shell)) })

@@ -1,8 +1,8 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BIN, cleanup, dms, startDaemon, tempDir, type CliResult, type Daemon } from './harness.js'
+import { BIN, PASSPHRASE, cleanup, dms, startDaemon, tempDir, type CliResult, type Daemon } from './harness.js'
 
 const LOCAL = ['--listen', '/ip4/127.0.0.1/tcp/0', '--api-port', '0', '--no-mdns']
 
@@ -240,6 +240,39 @@ describe('dms CLI usability (issue 9)', () => {
     expect(complete('dms pe')).toBe('peers')
     expect(complete('dms peers p')).toBe('ping')
     expect(complete('dms run --de')).toBe('--detach')
+  })
+
+  it('3: unlock makes a 0600 session key the user key delegates to; commands need no passphrase while it lasts; lock revokes and deletes it', async () => {
+    const noKey = { env: { DMS_PASSPHRASE: undefined } }
+    refusedAs(await d.cli(['peers'], noKey), 'NoPassphrase')
+    refusedAs(await d.cli(['unlock', '--for', '3600']), 'InvalidArgument', /--for 3600 needs a unit/)
+    const before = Date.now()
+    const unlocked = await d.cliJson(['unlock', '--for', '1h'])
+    const file = join(d.dataDir, 'sessions', 'user.json')
+    expect(unlocked).toMatchObject({ context: 'user', did: expect.stringMatching(/^did:key:z6Mk/), path: file })
+    expect(Math.abs(Date.parse(unlocked.expiry) - (before + 3_600_000))).toBeLessThan(60_000)
+    expect((await stat(file)).mode & 0o777).toBe(0o600)
+    const saved = await readFile(file, 'utf8')
+    // the session holds a token from the user to the session key, expiring with it; no passphrase kept
+    const session = JSON.parse(saved)
+    expect(session.token.split('.').length).toBe(3)
+    expect(saved).not.toContain(PASSPHRASE)
+    const claims = JSON.parse(Buffer.from(session.token.split('.')[1], 'base64url').toString())
+    expect(claims).toMatchObject({ iss: (await d.cli(['key', 'did'])).stdout.trim(), aud: unlocked.did, exp: Date.parse(unlocked.expiry) / 1000 })
+
+    const [peers, status] = await Promise.all([d.cliJson(['peers'], noKey), d.cliJson(['status'], noKey)])
+    expect(peers).toEqual({ peers: expect.any(Array) })
+    expect(status.state).toBe('ready')
+
+    const locked = await d.cliJson(['lock'])
+    expect(locked).toEqual({ locked: true, context: 'user', session: true, revoked: 'spread' })
+    await expect(stat(file)).rejects.toThrow()
+    refusedAs(await d.cli(['peers'], noKey), 'NoPassphrase')
+    // a copy of the session key kept from before the lock no longer works: its token is revoked
+    await writeFile(file, saved, { mode: 0o600 })
+    refusedAs(await d.cli(['peers'], noKey), 'Unauthorized')
+    expect(await d.cliJson(['lock'], noKey)).toMatchObject({ session: true, revoked: 'node' })
+    await expect(stat(file)).rejects.toThrow()
   })
 })
 

@@ -9,6 +9,7 @@ import { InvalidArgument, NotFound, Timeout, isDmsError } from '../../lib/errors
 import { formatDuration, formatSize, parseDuration } from '../../lib/units.js'
 import { VERSION } from '../../node/version.js'
 import { callBehavior, openAnonymousSession, openSession, type Session } from '../call.js'
+import { readSession } from '../session.js'
 import { bold, dim, emit, globalsFrom, green, red, table, withOutput, type CliGlobals, type OutputOpts } from '../common.js'
 
 interface DirOpts extends OutputOpts { dataDir?: string, timeout?: string, context?: string }
@@ -105,8 +106,8 @@ function alive (pid: number): boolean {
 }
 
 /** Whether a key can be used without a prompt (a prompt in `dms status` would surprise). */
-function keyAvailable (): boolean {
-  return (process.env.DMS_PASSPHRASE ?? '') !== ''
+async function keyAvailable (g: CliGlobals): Promise<boolean> {
+  return (process.env.DMS_PASSPHRASE ?? '') !== '' || await readSession(g.dataDir, g.context) !== undefined
 }
 
 interface StatusView {
@@ -147,7 +148,7 @@ async function statusOf (g: CliGlobals): Promise<StatusView> {
     did: s.daemon.did,
     addrs: s.daemon.addrs
   }
-  if (!keyAvailable()) return { ...view, note: 'state, peers, resources and allocations need the user key: set DMS_PASSPHRASE' }
+  if (!await keyAvailable(g)) return { ...view, note: 'state, peers, resources and allocations need the user key: dms unlock, or set DMS_PASSPHRASE' }
   const signed = await openSession(g)
   const [node, peers] = await Promise.all([
     callBehavior<{ state: string, labels: Record<string, string>, resources: unknown, allocations: { total: number, running: number } }>(g, '/dms/node/status', {}, { session: signed }),
