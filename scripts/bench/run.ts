@@ -63,9 +63,9 @@ try {
   await dmsJson(['init', '--data-dir', serverDir])
   await dmsJson(['init', '--data-dir', clientDir])
   const clientDid = (await dms(['key', 'did', '--context', 'dms', '--data-dir', clientDir])).stdout.trim()
-  const grant = await dms(['cap', 'grant', clientDid, '--cap', '/dms/node/peers', '--duration', '2h', '--data-dir', serverDir])
+  const grant = await dms(['cap', 'grant', clientDid, '--cap', '/dms/node/peers', '--duration', '2h', '--token-only', '--data-dir', serverDir])
   if (grant.code !== 0) throw new Error(`cap grant failed: ${grant.stderr}`)
-  const token = grant.stdout.trim().split('\n').pop() ?? ''
+  const token = grant.stdout.trim()
   const anchor = await dms(['cap', 'anchor', '--provide', token, '--context', 'dms', '--data-dir', clientDir])
   if (anchor.code !== 0) throw new Error(`cap anchor failed: ${anchor.stderr}`)
 

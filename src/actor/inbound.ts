@@ -12,7 +12,7 @@ import { MAX_ENVELOPE_LIFETIME_MS, REPLY_PREFIX } from './constants.js'
 import { decodeEnvelope, peekHeader, verifyEnvelope, type DecodedEnvelope, type Header } from './envelope.js'
 import type { RateLimiter } from './limiter.js'
 import type { PendingReplies } from './pending.js'
-import type { Registered } from './registry.js'
+import { nearestPath, type Registered } from './registry.js'
 import type { ReplayGuard } from './replay.js'
 import { ROOT_INBOX, type Envelope, type FrameOrigin, type GossipVerdict, type Handle } from './types.js'
 
@@ -205,7 +205,8 @@ export class Inbound {
     }
     const entry = actor.registry.get(env.be)
     if (entry === undefined) {
-      this.refuse(new UnknownBehavior(`no behaviour ${env.be} on this actor`, { behavior: env.be }), env, origin, actor)
+      const near = origin.via === 'gossip' ? undefined : nearestPath(env.be, actor.registry.keys())
+      this.refuse(new UnknownBehavior(`no behaviour ${env.be} on this actor${near !== undefined ? `; did you mean ${near}?` : ''}`, { behavior: env.be, ...(near !== undefined ? { suggestion: near } : {}) }), env, origin, actor)
       return
     }
     const topic = entry.decl.topic
@@ -273,7 +274,7 @@ export class Inbound {
       this.refuse(new Expired('the envelope expired while waiting in the mailbox', { exp: env.exp }), env, origin, actor)
       return undefined
     }
-    const parsed = entry.decl.request.safeParse(env.msg ?? {})
+    const parsed = entry.request.safeParse(env.msg ?? {})
     if (!parsed.success) {
       const issues = parsed.error.issues.map(i => `${i.path.join('.') || '(request)'}: ${i.message}`)
       this.refuse(new BadRequest(`bad request for ${env.be}: ${issues.slice(0, 5).join('; ')}`, { issues }), env, origin, actor)

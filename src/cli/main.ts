@@ -10,14 +10,41 @@ import { VERSION } from '../node/version.js'
 import { initDataDir } from '../node/init.js'
 import type { ConfigInput } from '../node/config.js'
 import { behaviorHelp } from './behavior-docs.js'
+import { completionScript } from './completion.js'
 import { buildEnvelope, callBehavior, openSession, parseDest } from './call.js'
-import { globalsFrom, printJson, withCommon } from './common.js'
+import { emit, globalsFrom, printJson, table, withCommon, withOutput, type OutputOpts } from './common.js'
 import { register as registerCap } from './commands/cap.js'
 import { register as registerOnboard } from './commands/onboard.js'
 import { register as registerNode } from './commands/node.js'
 import { register as registerAlloc } from './commands/alloc.js'
+import { assertDataDir, daemonPassphrase, ensureDataDir, register as registerDaemon, runDetached } from './commands/daemon.js'
+import { register as registerPeers } from './commands/peers.js'
+import { register as registerUnlock } from './commands/unlock.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+
+const TOP_HELP = `
+Examples:
+  dms run --detach                        start the daemon in the background (keys made on first run)
+  dms status                              is it up? version, uptime, identity, state, peers, resources
+  dms peers                               the peers it knows
+  dms onboard --cpu 1 --ram 2GiB --disk 10GiB
+  dms alloc run --wait -- echo hello      run a task on this node
+  dms actor cmd --help                    every behaviour, with its request fields
+  dms unlock --for 8h                     type the passphrase once for the next 8 hours (dms lock ends it)
+  dms stop                                stop the daemon
+
+Environment:
+  DMS_HOME        the data dir when --data-dir is not given (default ~/.dms)
+  DMS_PASSPHRASE  the passphrase of the data dir's keys; without it a terminal prompts, and a
+                  command with neither fails (NoPassphrase). dms unlock asks once for a session
+                  (dms lock ends it); dms status and dms version need none
+  DMS_LOG_LEVEL   daemon log level (info); DMS_LOG_FORMAT=json forces JSON logs
+  DMS_LISTEN, DMS_BOOTSTRAP, DMS_API_PORT, DMS_MDNS: daemon settings (README, "Data and configuration")
+  NO_COLOR        no colour in human output (there is none when stdout is not a terminal)
+
+Output: human text on a terminal; JSON (as specs/cli.md documents) when piped, or with --json / -o json.
+Most commands talk to the running daemon of the data dir and sign with the user key.`
 
 function parseJson (flag: string, text: string | undefined): unknown {
   if (text === undefined) return {}
@@ -37,12 +64,14 @@ export function buildProgram (): Command {
     .description('dms: a peer-to-peer node runtime. Actors addressed by DIDs, libp2p transport, UCAN capabilities.')
     .version(VERSION)
     .showHelpAfterError()
+    .addHelpText('after', TOP_HELP)
 
   program.command('init')
     .description('create the node (dms) and user keys and make the user a root of this node; idempotent')
     .option('--data-dir <dir>', 'data directory (default: $DMS_HOME or ~/.dms)')
     .action(async (o: { dataDir?: string }) => {
       const dataDir = globalsFrom(o).dataDir
+      await ensureDataDir(dataDir)
       printJson(await initDataDir(dataDir, await getPassphrase('protect the keys', { confirm: process.env.DMS_PASSPHRASE === undefined })))
     })
 
@@ -53,7 +82,11 @@ export function buildProgram (): Command {
     .option('--bootstrap <multiaddr>', 'peer to dial at start, with /p2p/<id> (repeatable)', collect)
     .option('--api-port <port>', 'local API port on 127.0.0.1 (0 = any free port; default 9999)')
     .option('--no-mdns', 'disable LAN discovery (mDNS)')
-    .action(async (o: { dataDir?: string, listen?: string[], bootstrap?: string[], apiPort?: string, mdns: boolean }) => {
+    .option('-d, --detach', 'start in the background: return once ready (or exit 1 with the daemon\'s error); logs go to <data-dir>/daemon.log')
+    .option('--timeout <duration>', 'with --detach: how long to wait for ready', '60s')
+    .option('--json', 'with --detach: print the daemon\'s info as JSON')
+    .addHelpText('after', '\nExamples:\n  dms run                                   # in the foreground; Ctrl-C stops it\n  dms run --detach && dms status            # in the background\n  dms run --detach --listen /ip4/127.0.0.1/tcp/4001 --api-port 9101 --no-mdns --data-dir /tmp/a')
+    .action(async (o: { dataDir?: string, listen?: string[], bootstrap?: string[], apiPort?: string, mdns: boolean, detach?: boolean, timeout: string, json?: boolean }, cmd: Command) => {
       const flags: ConfigInput = {}
       if (o.listen !== undefined) flags.listen = o.listen
       if (o.bootstrap !== undefined) flags.bootstrap = o.bootstrap
@@ -63,9 +96,15 @@ export function buildProgram (): Command {
         flags.apiPort = port
       }
       if (!o.mdns) flags.mdns = false
+      const dataDir = globalsFrom(o).dataDir
+      if (o.detach === true) {
+        await runDetached(dataDir, detachedArgs(cmd, dataDir), o)
+        return
+      }
+      await ensureDataDir(dataDir)
       // loaded here: the daemon pulls in libp2p (~0.8 s), which no other command needs
       const { runDaemon } = await import('../node/daemon.js')
-      await runDaemon({ dataDir: globalsFrom(o).dataDir, flags })
+      await runDaemon({ dataDir, flags, passphrase: async () => await daemonPassphrase(dataDir) })
     })
 
   const key = program.command('key').description('manage the keys of this data dir')
@@ -84,10 +123,12 @@ export function buildProgram (): Command {
     .action(async (o: { dataDir?: string, context: string }) => {
       process.stdout.write(await new Keystore(globalsFrom(o).dataDir).did(o.context) + '\n')
     })
-  key.command('list')
-    .description('list contexts and their DIDs')
+  withOutput(key.command('list'))
+    .description('list contexts and their DIDs (no passphrase needed)')
     .option('--data-dir <dir>', 'data directory')
-    .action(async (o: { dataDir?: string }) => { printJson({ keys: await new Keystore(globalsFrom(o).dataDir).list() }) })
+    .action(async (o: { dataDir?: string } & OutputOpts) => {
+      emit(o, { keys: await new Keystore(globalsFrom(o).dataDir).list() }, v => table(['CONTEXT', 'DID'], v.keys.map(k => [k.context, k.did])))
+    })
 
   const actor = program.command('actor').description('talk to actors: invoke behaviours, send and broadcast envelopes')
   withCommon(actor.command('cmd <behavior>'))
@@ -127,7 +168,34 @@ export function buildProgram (): Command {
   registerOnboard(program)
   registerNode(program)
   registerAlloc(program)
+  registerDaemon(program)
+  registerPeers(program)
+  registerUnlock(program)
+  program.command('completion <shell>')
+    .description('print a shell completion script: bash, zsh or fish (eval "$(dms completion bash)")')
+    .action((shell: string) => { process.stdout.write(completionScript(program, shell)) })
+  program.hook('preAction', async (_program, action) => { await checkDataDir(action) })
   return program
+}
+
+/** Commands that create their data dir; every other one refuses a dir that does not exist. */
+const CREATE_DATA_DIR = new Set(['init', 'run'])
+
+async function checkDataDir (action: Command): Promise<void> {
+  if (CREATE_DATA_DIR.has(action.name()) && action.parent?.parent === null) return
+  if (!action.options.some(opt => opt.long === '--data-dir')) return
+  await assertDataDir(globalsFrom(action.optsWithGlobals<{ dataDir?: string }>()).dataDir)
+}
+
+/** The `run` flags given, for the detached child, without `--detach` and its own. */
+function detachedArgs (cmd: Command, dataDir: string): string[] {
+  const out = ['--data-dir', dataDir]
+  const o = cmd.opts<{ listen?: string[], bootstrap?: string[], apiPort?: string, mdns: boolean }>()
+  for (const l of o.listen ?? []) out.push('--listen', l)
+  for (const b of o.bootstrap ?? []) out.push('--bootstrap', b)
+  if (o.apiPort !== undefined) out.push('--api-port', o.apiPort)
+  if (!o.mdns) out.push('--no-mdns')
+  return out
 }
 
 async function readStdin (): Promise<string | undefined> {
@@ -139,6 +207,10 @@ async function readStdin (): Promise<string | undefined> {
 
 /** Runs the CLI: errors print `<ErrorName>: <message>` on stderr and exit 1. */
 export async function main (argv: string[]): Promise<void> {
+  // A reader that went away (`dms … | head`) is not an error of ours: stop quietly.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => { if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0); throw err })
+  }
   try {
     if (argv.includes('--help') || argv.includes('-h') || argv.includes('help')) {
       setBehaviorList((await import('../../behaviors/index.js')).behaviors as readonly AnyBehavior[])

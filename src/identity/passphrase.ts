@@ -27,8 +27,17 @@ async function prompt (question: string): Promise<string> {
   out._writeToOutput = (s: string) => {
     if (!asked) { process.stderr.write(s); asked = true }
   }
+  // Ctrl-C at the prompt: the shell's convention (128 + SIGINT), on a line of its own; Ctrl-D
+  // (end of input) is no passphrase rather than a hang
+  rl.on('SIGINT', () => {
+    process.stderr.write('\n')
+    process.exit(130)
+  })
   try {
-    return await new Promise<string>(resolve => rl.question(question, resolve))
+    return await new Promise<string>((resolve, reject) => {
+      rl.on('close', () => { reject(new NoPassphrase('no passphrase given (input closed)')) })
+      rl.question(question, resolve)
+    })
   } finally {
     process.stderr.write('\n')
     rl.close()

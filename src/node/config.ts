@@ -70,9 +70,9 @@ const ENV: Record<string, (v: string) => ConfigInput> = {
   DMS_BOOTSTRAP: v => ({ bootstrap: list(v) }),
   DMS_MDNS: v => ({ mdns: bool('DMS_MDNS', v) }),
   DMS_API_PORT: v => ({ apiPort: int('DMS_API_PORT', v) }),
-  DMS_MAX_FRAME: v => ({ maxFrameBytes: parseSize(v) }),
-  DMS_HELLO_INTERVAL: v => ({ helloIntervalMs: parseDuration(v) }),
-  DMS_WANTED_CHECK: v => ({ wantedCheckMs: parseDuration(v) }),
+  DMS_MAX_FRAME: v => ({ maxFrameBytes: parseSize(v, 'DMS_MAX_FRAME') }),
+  DMS_HELLO_INTERVAL: v => ({ helloIntervalMs: parseDuration(v, 'DMS_HELLO_INTERVAL') }),
+  DMS_WANTED_CHECK: v => ({ wantedCheckMs: parseDuration(v, 'DMS_WANTED_CHECK') }),
   DMS_SIGN_ALL_ENVELOPES: v => ({ signAllEnvelopes: bool('DMS_SIGN_ALL_ENVELOPES', v) }),
   DMS_LOG_LEVEL: v => ({ logLevel: v as Config['logLevel'] })
 }

@@ -5,7 +5,7 @@ import { startApi, type ApiServer } from '../api/server.js'
 import { readDaemonInfo, type DaemonInfo } from '../api/client.js'
 import { Keystore } from '../identity/keystore.js'
 import { getPassphrase } from '../identity/passphrase.js'
-import { Conflict, isDmsError, type DmsError } from '../lib/errors.js'
+import { Conflict, InvalidConfig, isDmsError, type DmsError } from '../lib/errors.js'
 import { createLogger, type Logger } from '../lib/log.js'
 import { loadConfig, type ConfigInput } from './config.js'
 import { createNode, type Node } from './create-node.js'
@@ -15,7 +15,7 @@ import { INIT_LOCK_WAIT_MS, initDataDir } from './init.js'
 /** SIGINT/SIGTERM: exit 0 within this bound even if some part hangs while stopping. */
 const STOP_DEADLINE_MS = 4_500
 
-export async function runDaemon (opts: { dataDir: string, flags: ConfigInput }): Promise<void> {
+export async function runDaemon (opts: { dataDir: string, flags: ConfigInput, passphrase?: () => Promise<string> }): Promise<void> {
   const t0 = performance.now()
   const dataDir = resolve(opts.dataDir)
   await mkdir(dataDir, { recursive: true, mode: 0o700 })
@@ -26,13 +26,18 @@ export async function runDaemon (opts: { dataDir: string, flags: ConfigInput }):
   })
   process.on('exit', () => { lock.releaseSync() })
   const infoPath = join(dataDir, 'daemon.json')
-  const { log, node, api, info } = await start(dataDir, opts.flags, lock, infoPath).catch(async (err: unknown) => {
+  const { log, node, api, info } = await start(dataDir, opts.flags, lock, infoPath, opts.passphrase ?? (async () => await getPassphrase('unlock the node keys'))).catch(async (err: unknown) => {
     await lock.release()
     throw err
   })
   // `node`: the runtime's version, so that a log (and CI, which runs the daemons on Node 20 and
   // on 24) shows which Node a daemon really ran on. Local only: /public/status does not tell peers.
   log.info({ peerId: info.peerId, did: info.did, addrs: info.addrs, api: info.api, node: process.version, readyMs: Math.round(performance.now() - t0) }, 'dms node ready')
+  // `dms run --detach` waits on this channel (when there is one) rather than on a file
+  if (process.send !== undefined) {
+    process.send({ ready: info })
+    process.disconnect?.()
+  }
 
   let stopping = false
   const stop = (signal: string): void => {
@@ -67,26 +72,44 @@ export async function runDaemon (opts: { dataDir: string, flags: ConfigInput }):
 }
 
 /** Everything from configuration to daemon.json, under the data dir lock the caller holds. */
-async function start (dataDir: string, flags: ConfigInput, lock: DataDirLock, infoPath: string): Promise<{ log: Logger, node: Node, api: ApiServer, info: DaemonInfo }> {
+async function start (dataDir: string, flags: ConfigInput, lock: DataDirLock, infoPath: string, askPassphrase: () => Promise<string>): Promise<{ log: Logger, node: Node, api: ApiServer, info: DaemonInfo }> {
   const config = await loadConfig(dataDir, flags)
   const log = createLogger('dms', config.logLevel)
-  const passphrase = await getPassphrase('unlock the node keys', { confirm: false })
+  const passphrase = await askPassphrase()
   const init = await initDataDir(dataDir, passphrase, { lock })
   if (init.created.length > 0) log.info({ created: init.created, user: init.user }, 'created keys on first run; the user key is a root of this node')
   const identity = await new Keystore(dataDir).load('dms', passphrase)
 
-  const node = await createNode({ dataDir, identity, config, log })
+  let node: Node
+  try {
+    node = await createNode({ dataDir, identity, config, log })
+  } catch (err) {
+    throw busyPort(err, () => new InvalidConfig(`cannot listen on ${config.listen.join(', ')}: the address is in use (another dms daemon?); choose another with --listen (or DMS_LISTEN, config.json "listen")`, { field: 'listen' }))
+  }
   let api: ApiServer
   try {
     api = await startApi(node, { port: config.apiPort, maxBodyBytes: config.maxFrameBytes, log: log.child({ part: 'api' }) })
   } catch (err) {
     await node.stop()
-    throw err
+    throw busyPort(err, () => new InvalidConfig(`the API port ${config.apiPort} on 127.0.0.1 is in use (another dms daemon?); choose another with --api-port (0 = any free port; or DMS_API_PORT)`, { field: 'apiPort' }))
   }
   const info: DaemonInfo = { peerId: node.peerId, did: node.did, addrs: node.addrs(), api: api.url, pid: process.pid }
   await writeFile(`${infoPath}.tmp`, JSON.stringify(info, null, 2) + '\n', { mode: 0o600 })
   await rename(`${infoPath}.tmp`, infoPath)
   return { log, node, api, info }
+}
+
+/**
+ * A busy port as one line naming the setting to change, instead of `EADDRINUSE` or a libp2p stack
+ * trace (libp2p wraps the socket error, so the chain of causes and the text are both searched).
+ */
+function busyPort (err: unknown, replacement: () => Error): unknown {
+  for (let e = err, i = 0; e instanceof Error && i < 8; e = (e as { cause?: unknown }).cause, i++) {
+    if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE' || /EADDRINUSE/.test(e.message)) return replacement()
+    const errors = (e as { errors?: unknown[] }).errors
+    if (Array.isArray(errors) && errors.some(x => x instanceof Error && ((x as NodeJS.ErrnoException).code === 'EADDRINUSE' || /EADDRINUSE/.test(x.message)))) return replacement()
+  }
+  return err
 }
 
 /** The refusal of a second `dms run`, naming the running daemon's API when it has written it. */

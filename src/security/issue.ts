@@ -34,7 +34,7 @@ export function expiryFrom (opts: { expiry?: string, duration?: string }, now = 
     ms = Date.parse(opts.expiry)
     if (Number.isNaN(ms)) throw new InvalidArgument(`not a valid time: '${opts.expiry}'`)
   } else {
-    ms = now + parseDuration(opts.duration as string)
+    ms = now + parseDuration(opts.duration as string, '--duration')
   }
   if (ms <= now) throw new InvalidArgument('the expiry is in the past')
   return Math.floor(ms / 1000)

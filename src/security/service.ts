@@ -21,7 +21,9 @@ export const TokenView = z.object({
   node: z.string().optional(),
   depth: z.number().optional(),
   /** Links in its chain (1 = issued on the issuer's own authority). */
-  links: z.number()
+  links: z.number(),
+  /** It, or a token of its chain, is revoked (a revoke anchor or a revocation record): it no longer works. */
+  revoked: z.boolean()
 })
 export type TokenView = z.infer<typeof TokenView>
 
@@ -38,10 +40,18 @@ export const AnchorsView = z.object({
 })
 export type AnchorsView = z.infer<typeof AnchorsView>
 
-export function viewToken (jwt: string, now = Date.now()): TokenView {
+/** Whether the token `id` issued by `iss` is revoked, as far as the viewer knows. */
+export type RevokedCheck = (id: string, iss: string) => boolean
+
+export function viewToken (jwt: string, now = Date.now(), isRevoked: RevokedCheck = () => false): TokenView {
   const t = decodeToken(jwt)
   let links = 1
-  for (let p = t.payload.prf; p.length > 0 && links < 64; links++) p = decodeToken(p[0]).payload.prf
+  let revoked = isRevoked(tokenId(jwt), t.payload.iss)
+  for (let p = t.payload.prf; p.length > 0 && links < 64; links++) {
+    const link = decodeToken(p[0])
+    revoked ||= isRevoked(tokenId(p[0]), link.payload.iss)
+    p = link.payload.prf
+  }
   const v: TokenView = {
     id: tokenId(jwt),
     issuer: t.payload.iss,
@@ -50,7 +60,8 @@ export function viewToken (jwt: string, now = Date.now()): TokenView {
     topics: t.grant.topics,
     expiry: new Date(t.payload.exp * 1000).toISOString(),
     expired: t.payload.exp * 1000 <= now,
-    links
+    links,
+    revoked
   }
   if (t.grant.node !== undefined) v.node = t.grant.node
   if (t.grant.depth !== undefined) v.depth = t.grant.depth
@@ -58,16 +69,22 @@ export function viewToken (jwt: string, now = Date.now()): TokenView {
 }
 
 /** Views of the tokens of a list; an undecodable entry (hand-edited file) is shown by its id. */
-function views (list: readonly string[]): TokenView[] {
+function views (list: readonly string[], isRevoked: RevokedCheck): TokenView[] {
   return list.map(jwt => {
-    try { return viewToken(jwt) } catch {
-      return { id: tokenId(jwt), issuer: '?', subject: '?', capabilities: [], topics: [], expiry: '', expired: true, links: 0 }
+    try { return viewToken(jwt, Date.now(), isRevoked) } catch {
+      return { id: tokenId(jwt), issuer: '?', subject: '?', capabilities: [], topics: [], expiry: '', expired: true, links: 0, revoked: isRevoked(tokenId(jwt), '?') }
     }
   })
 }
 
-export function anchorsView (context: string, anchors: { roots: string[], require: string[], provide: string[], revoke: string[] }, did?: string): AnchorsView {
-  return { context, did, roots: anchors.roots, require: views(anchors.require), provide: views(anchors.provide), revoked: views(anchors.revoke) }
+/**
+ * `isRevoked`: what else the viewer knows to be revoked (the daemon's revocation records, another
+ * context's revoke anchors); the context's own revoke anchors always count.
+ */
+export function anchorsView (context: string, anchors: { roots: string[], require: string[], provide: string[], revoke: string[] }, did?: string, isRevoked: RevokedCheck = () => false): AnchorsView {
+  const anchored = new Set(anchors.revoke.map(tokenId))
+  const check: RevokedCheck = (id, iss) => anchored.has(id) || isRevoked(id, iss)
+  return { context, did, roots: anchors.roots, require: views(anchors.require, check), provide: views(anchors.provide, check), revoked: views(anchors.revoke, () => true) }
 }
 
 /** What publishing a revocation needs of the actor system (the node's root actor fits). */
@@ -123,7 +140,7 @@ export interface CapServiceComponents {
 
 export function createCapService (c: CapServiceComponents): CapService {
   const log = c.log ?? silentLogger()
-  const view = (): AnchorsView => ({ ...anchorsView(c.trust.context, c.trust.anchors, c.trust.selfDid), revocations: c.revocations.size })
+  const view = (): AnchorsView => ({ ...anchorsView(c.trust.context, c.trust.anchors, c.trust.selfDid, (id, iss) => c.revocations.has(id, iss)), revocations: c.revocations.size })
   return {
     context: c.trust.context,
     list: async () => view(),

@@ -1,10 +1,11 @@
+import { spawnSync } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Keystore } from '../../src/identity/keystore.js'
 import type { TokenView } from '../../src/security/service.js'
 import { issueToken, tokenId } from '../../src/security/ucan.js'
-import { PASSPHRASE, cleanup, dms, dmsJson, startDaemon, tempDir, type CliResult, type Daemon } from './harness.js'
+import { BIN, PASSPHRASE, cleanup, dms, dmsJson, startDaemon, tempDir, type CliResult, type Daemon } from './harness.js'
 
 /**
  * Every `dms cap` command through the CLI (specs/capabilities.md §9): a daemon D whose `dms`
@@ -14,12 +15,12 @@ import { PASSPHRASE, cleanup, dms, dmsJson, startDaemon, tempDir, type CliResult
 
 const LIST = '/dms/node/peers/list'
 
-/** `cap grant` / `cap delegate` output: one JSON view per token, then the token(s) alone on the last line. */
+/** `cap grant` / `cap delegate` output: one JSON document, `{token, tokens: [{…view, token}]}`. */
 function issued (r: CliResult): { views: TokenView[], tokens: string[] } {
   if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`)
-  const lines = r.stdout.trimEnd().split('\n')
-  const views = lines.slice(0, -1).join('\n').split(/\n(?=\{)/).map(j => JSON.parse(j) as TokenView)
-  return { views, tokens: lines[lines.length - 1].split(',') }
+  const out = JSON.parse(r.stdout) as { token: string, tokens: Array<TokenView & { token: string }> }
+  expect(out.tokens.map(t => t.token).join(',')).toBe(out.token)
+  return { views: out.tokens.map(({ token: _t, ...view }) => view), tokens: out.tokens.map(t => t.token) }
 }
 
 function refusedAs (r: CliResult, name: string): void {
@@ -69,7 +70,7 @@ describe('dms cap (CLI)', () => {
     expect(dmsList).toEqual({ context: 'dms', did: node, roots: [user], require: [], provide: [], revoked: [], revocations: 0 })
   })
 
-  it('cap grant with --expiry and with --duration prints a summary, then the token alone on the last line', async () => {
+  it('cap grant with --expiry and with --duration prints one JSON document with the token as a field', async () => {
     const before = Date.now()
     const [fixed, relative] = await Promise.all([
       d.cli(['cap', 'grant', did.ops, '--cap', '/dms/node/peers', '--expiry', '2030-01-31T12:00:00Z']),
@@ -78,7 +79,7 @@ describe('dms cap (CLI)', () => {
     const a = issued(fixed)
     expect(a.views).toEqual([{
       id: tokenId(a.tokens[0]), issuer: user, subject: did.ops, capabilities: ['/dms/node/peers'], topics: [],
-      expiry: '2030-01-31T12:00:00.000Z', expired: false, links: 1
+      expiry: '2030-01-31T12:00:00.000Z', expired: false, links: 1, revoked: false
     }])
     expect(a.tokens[0]).toMatch(/^eyJ[\w-]+\.[\w-]+\.[\w-]+$/)
     const b = issued(relative)
@@ -227,4 +228,51 @@ describe('dms cap (CLI)', () => {
     expect(JSON.parse(local.stdout)).toEqual({ id: tokenId(t), fresh: true, spread: false })
     expect(ids((await dmsJson(['cap', 'list', '--context', 'dms', '--data-dir', p])).revoked)).toEqual([tokenId(t)])
   })
+
+  it('cap grant --token-only prints the token alone; --audience takes a PeerId or a node DID, and refuses a user DID saying what it is', async () => {
+    const [only, byPeerId, byDid, userAsNode, userAsDest, nope] = await Promise.all([
+      d.cli(['cap', 'grant', did.ops, '--cap', LIST, '--duration', '1h', '--token-only']),
+      d.cli(['cap', 'grant', did.ops, '--cap', LIST, '--duration', '1h', '--audience', d.info.peerId]),
+      d.cli(['cap', 'grant', did.ops, '--cap', LIST, '--duration', '1h', '--audience', node]),
+      d.cli(['cap', 'grant', did.ops, '--cap', LIST, '--duration', '1h', '--audience', user]),
+      d.cli(['actor', 'cmd', '/public/hello', '--dest', user]),
+      d.cli(['cap', 'list', '--context', 'nope'])
+    ])
+    expect(only.code).toBe(0)
+    expect(only.stdout).toMatch(/^eyJ[\w-]+\.[\w-]+\.[\w-]+\n$/)
+    expect(issued(byPeerId).views[0].node).toBe(node)
+    expect(issued(byDid).views[0].node).toBe(node)
+    refusedAs(userAsNode, 'InvalidArgument')
+    expect(userAsNode.stderr).toMatch(/--audience did:key:\S+ is the DID of your 'user' key; a user DID names a person/)
+    refusedAs(userAsDest, 'InvalidArgument')
+    expect(userAsDest.stderr).toMatch(/a user DID names a person/)
+    refusedAs(nope, 'NotFound')
+    expect(nope.stderr).toMatch(/no context 'nope'/)
+  })
+
+  it('cap list marks a revoked token: by the node\'s revoke anchor, and by a revocation record the daemon holds', async () => {
+    const held = issued(await d.cli(['cap', 'grant', did.ops, '--cap', LIST, '--duration', '1h'])).tokens[0]
+    await d.cliJson(['cap', 'anchor', '--context', 'ops', '--provide', held])
+    const fresh = (await d.cliJson(['cap', 'list', '--context', 'ops'])).provide.find((t: TokenView) => t.id === tokenId(held))
+    expect(fresh.revoked).toBe(false)
+    await d.cliJson(['cap', 'anchor', '--context', 'dms', '--revoke', held])
+    const marked = (await d.cliJson(['cap', 'list', '--context', 'ops'])).provide.find((t: TokenView) => t.id === tokenId(held))
+    expect(marked.revoked).toBe(true)
+
+    const toNode = issued(await d.cli(['cap', 'grant', node, '--cap', '/dms/node/peers', '--duration', '1h'])).tokens[0]
+    await d.cliJson(['cap', 'anchor', '--context', 'dms', '--provide', toNode])
+    expect((await d.cliJson(['cap', 'list', '--context', 'dms'])).provide).toEqual([expect.objectContaining({ id: tokenId(toNode), revoked: false })])
+    await d.cliJson(['cap', 'revoke', toNode])
+    expect((await d.cliJson(['cap', 'list', '--context', 'dms'])).provide).toEqual([expect.objectContaining({ id: tokenId(toNode), revoked: true })])
+  })
+
+  it('no command crashes on a closed pipe (| head)', async () => {
+    // `| true`: the reader is gone before dms writes, so every write meets a closed pipe (EPIPE)
+    const run = (args: string): string => `"${process.execPath}" "${BIN}" ${args} | true; echo "rc=\${PIPESTATUS[0]}"`
+    const r = spawnSync('bash', ['-c', [run(`cap grant ${user} --cap ${LIST} --duration 1h --data-dir "${d.dataDir}"`), run('actor cmd --help'), run(`peers list --data-dir "${d.dataDir}"`)].join('; ')],
+      { env: { ...process.env, DMS_PASSPHRASE: PASSPHRASE }, encoding: 'utf8', timeout: 60_000 })
+    expect(r.stderr).toBe('')
+    expect(r.stdout).toBe('rc=0\nrc=0\nrc=0\n')
+  })
 })
+

@@ -60,7 +60,7 @@ exit 2
     expect(over.stderr).toMatch(new RegExp(`^InsufficientResources: .*${threads + 1}.*${threads}`, 'm'))
 
     const on = await d.cliJson(['onboard', '--cpu', '1.5', '--ram', '512MiB', '--disk', '1GB', '--gpu', '0:8GiB'])
-    expect(on).toMatchObject({ onboarded: true, since: expect.any(Number) })
+    expect(on).toMatchObject({ onboarded: true, since: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) })
     expect(on.resources).toEqual({ cpuCores: 1.5, ramBytes: 512 * MiB, diskBytes: 1e9, gpus: [{ index: 0, vendor: 'NVIDIA', model: 'NVIDIA GeForce RTX 3090', vramBytes: 8 * GiB }] })
     expect(await d.cliJson(['node', 'resources', 'onboarded'])).toEqual({ resources: on.resources })
     // (Refusals of bad GPUs, labels and transitions are covered by the service tests; here

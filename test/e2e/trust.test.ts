@@ -51,8 +51,8 @@ function expectUnauthorized (r: CliResult): void {
 /** Output of `cap grant` / `cap delegate`: one JSON view per token, then the token(s) alone on the last line. */
 function issued (r: CliResult): { view: TokenView, token: string } {
   if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`)
-  const lines = r.stdout.trimEnd().split('\n')
-  return { view: JSON.parse(lines.slice(0, -1).join('\n')) as TokenView, token: lines[lines.length - 1] }
+  const out = JSON.parse(r.stdout) as { token: string, tokens: Array<TokenView & { token: string }> }
+  return { view: out.tokens[0], token: out.token }
 }
 
 const LIST = '/dms/node/peers/list'

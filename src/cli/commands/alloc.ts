@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto'
 import type { Command } from 'commander'
 import type { Handle } from '../../actor/types.js'
 import { InvalidArgument, NotFound, NotRunning } from '../../lib/errors.js'
-import { parseCores, parseSize } from '../../lib/units.js'
+import { formatSize, parseCores, parseSize } from '../../lib/units.js'
 import type { AllocateReply, AllocationView, CommitReply } from '../../services/provider/schemas.js'
 import { callBehavior, openSession, type Session } from '../call.js'
-import { globalsFrom, printJson, withCommon, type CliGlobals } from '../common.js'
+import { ago, dim, emit, globalsFrom, table, withCommon, type CliGlobals, type OutputOpts } from '../common.js'
 
-interface CommonOpts { dataDir?: string, context?: string, timeout?: string }
+interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, timeout?: string }
 interface RunOpts extends CommonOpts {
   executor: string
   type: string
@@ -86,7 +86,7 @@ export function register (program: Command): void {
       if (!['process', 'docker'].includes(o.executor)) throw new InvalidArgument(`unknown executor '${o.executor}' (process | docker)`, { field: 'executor' })
       if (!['task', 'service'].includes(o.type)) throw new InvalidArgument(`unknown type '${o.type}' (task | service)`, { field: 'type' })
       if (cmd.length === 0 && o.executor === 'process') throw new InvalidArgument('dms alloc run needs a command after --, e.g. dms alloc run -- echo hello')
-      const resources = { cpuCores: parseCores(o.cpu), ramBytes: parseSize(o.ram), diskBytes: parseSize(o.disk) }
+      const resources = { cpuCores: parseCores(o.cpu), ramBytes: parseSize(o.ram, '--ram'), diskBytes: parseSize(o.disk, '--disk') }
       const spec: Record<string, unknown> = { type: o.type, executor: o.executor }
       if (cmd.length > 0) spec.command = cmd
       if (o.image !== undefined) spec.image = o.image
@@ -106,18 +106,21 @@ export function register (program: Command): void {
       const { id, handle } = allocated.allocations[0]
       const started = await callBehavior<AllocationView>(g, '/dms/allocation/start', {}, { to: handle, session: s })
       if (o.wait !== true) {
-        printJson({ id, handle, status: started.status })
+        emit(o, { id, handle, status: started.status })
         return
       }
       const end = await waitForEnd(g, s, handle)
-      printJson({ id, status: end.status, exitCode: end.exitCode ?? null, reason: end.reason })
+      emit(o, { id, status: end.status, exitCode: end.exitCode ?? null, reason: end.reason })
       if (end.status !== 'completed') process.exitCode = 1
     })
 
   withCommon(alloc.command('list'))
     .description('the allocations on the local node')
     .action(async (o: CommonOpts) => {
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/allocations/list', {}))
+      emit(o, await callBehavior<{ allocations: AllocationView[] }>(globalsFrom(o), '/dms/node/allocations/list', {}), v => table(
+        ['ID', 'STATUS', 'TYPE', 'EXECUTOR', 'CPU', 'RAM', 'STARTED', 'COMMAND'],
+        v.allocations.map(a => [a.id, a.status, a.type, a.executor, `${a.resources.cpuCores}`, formatSize(a.resources.ramBytes),
+          a.startedAt !== undefined ? ago(a.startedAt) : dim('-'), (a.command ?? [a.image ?? '']).join(' ').slice(0, 40)])))
     })
 
   withCommon(alloc.command('status <id>'))
@@ -125,7 +128,7 @@ export function register (program: Command): void {
     .action(async (id: string, o: CommonOpts) => {
       const g = globalsFrom(o)
       const s = await openSession(g)
-      printJson(await callBehavior(g, '/dms/allocation/status', {}, { to: (await find(g, s, id)).handle, session: s }))
+      emit(o, await callBehavior(g, '/dms/allocation/status', {}, { to: (await find(g, s, id)).handle, session: s }))
     })
 
   withCommon(alloc.command('logs <id>'))
@@ -155,7 +158,7 @@ export function register (program: Command): void {
         const g = globalsFrom(o)
         const s = await openSession(g)
         const v = await callBehavior<AllocationView>(g, `/dms/allocation/${verb}`, {}, { to: (await find(g, s, id)).handle, session: s })
-        printJson({ id: v.id, status: v.status, reason: v.reason, exitCode: v.exitCode ?? null })
+        emit(o, { id: v.id, status: v.status, reason: v.reason, exitCode: v.exitCode ?? null })
       })
   }
 }

@@ -3,9 +3,9 @@ import { InvalidArgument } from '../../lib/errors.js'
 import { parseCores, parseDuration, parseSize } from '../../lib/units.js'
 import { NODE_STATES, parseLabel } from '../../services/node-state/index.js'
 import { callBehavior } from '../call.js'
-import { globalsFrom, printJson, withCommon } from '../common.js'
+import { ago, emit, globalsFrom, table, withCommon, type OutputOpts } from '../common.js'
 
-interface CommonOpts { dataDir?: string, context?: string, timeout?: string }
+interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, timeout?: string }
 interface DestOpts extends CommonOpts { dest?: string }
 
 const RESOURCE_VIEWS = ['onboarded', 'allocated', 'free'] as const
@@ -18,20 +18,32 @@ function parseGpuRequest (arg: string): { index?: number, vramBytes?: number } {
   if (rest.length > 0 || (index !== undefined && (!Number.isInteger(index) || index < 0)) || (index === undefined && vram === undefined)) {
     throw new InvalidArgument(`--gpu takes [<index>][:<vram>], e.g. 0, 0:8GiB or :8GiB; got '${arg}'`)
   }
-  return { ...(index !== undefined ? { index } : {}), ...(vram !== undefined ? { vramBytes: parseSize(vram) } : {}) }
+  return { ...(index !== undefined ? { index } : {}), ...(vram !== undefined ? { vramBytes: parseSize(vram, '--gpu') } : {}) }
 }
 
 /** `dms node state|label|status|hardware|resources`. */
 export function register (program: Command): void {
   const node = program.command('node').description('this node: state, labels, status, hardware, resources')
 
-  withCommon(node.command('state <state>'))
-    .description(`set the node state (${NODE_STATES.join(' | ')})`)
-    .action(async (state: string, o: CommonOpts) => {
+  withCommon(node.command('state [state]'))
+    .description(`the node state, or set it (${NODE_STATES.join(' | ')})`)
+    .action(async (state: string | undefined, o: CommonOpts) => {
+      if (state === undefined) {
+        const s = await callBehavior<{ state: string, stateSince: number }>(globalsFrom(o), '/dms/node/status', {})
+        emit(o, { state: s.state, since: new Date(s.stateSince).toISOString() }, v => `${v.state} (since ${ago(v.since)})`)
+        return
+      }
       if (!(NODE_STATES as readonly string[]).includes(state)) {
         throw new InvalidArgument(`unknown node state '${state}' (one of ${NODE_STATES.join(', ')})`)
       }
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/state/set', { state }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/state/set', { state }))
+    })
+
+  withCommon(node.command('labels'))
+    .description('the node labels (set them with dms node label set)')
+    .action(async (o: CommonOpts) => {
+      const s = await callBehavior<{ labels: Record<string, string> }>(globalsFrom(o), '/dms/node/status', {})
+      emit(o, { labels: s.labels }, v => table(['KEY', 'VALUE'], Object.entries(v.labels)))
     })
 
   const label = node.command('label').description('node labels (key=value) for placement constraints')
@@ -39,19 +51,19 @@ export function register (program: Command): void {
     .description('add or replace labels: dms node label set zone=eu-west gpu=true')
     .action(async (args: string[], o: CommonOpts) => {
       const labels = Object.fromEntries(args.map(parseLabel))
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/labels/set', { labels }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/labels/set', { labels }))
     })
   withCommon(label.command('rm <keys...>'))
     .description('remove labels by key')
     .action(async (keys: string[], o: CommonOpts) => {
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/labels/remove', { keys }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/labels/remove', { keys }))
     })
 
   withCommon(node.command('status'))
     .description('state, labels, onboarding, resources and a hardware summary')
     .option('--dest <peer>', 'ask another node (PeerId or did:key)')
     .action(async (o: DestOpts) => {
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/status', {}, { dest: o.dest }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/status', {}, { dest: o.dest }))
     })
 
   withCommon(node.command('hardware'))
@@ -59,7 +71,7 @@ export function register (program: Command): void {
     .option('--usage', 'live CPU %, RAM and disk used')
     .option('--dest <peer>', 'ask another node (PeerId or did:key)')
     .action(async (o: DestOpts & { usage?: boolean }) => {
-      printJson(await callBehavior(globalsFrom(o), o.usage === true ? '/dms/node/hardware/usage' : '/dms/node/hardware/spec', {}, { dest: o.dest }))
+      emit(o, await callBehavior(globalsFrom(o), o.usage === true ? '/dms/node/hardware/usage' : '/dms/node/hardware/spec', {}, { dest: o.dest }))
     })
 
   const resources = node.command('resources').description('the resource ledger: views, and reserve/commit/release by id')
@@ -68,36 +80,36 @@ export function register (program: Command): void {
       .description(`${view} resources as a vector`)
       .option('--dest <peer>', 'ask another node (PeerId or did:key)')
       .action(async (o: DestOpts) => {
-        printJson(await callBehavior(globalsFrom(o), `/dms/node/resources/${view}`, {}, { dest: o.dest }))
+        emit(o, await callBehavior(globalsFrom(o), `/dms/node/resources/${view}`, {}, { dest: o.dest }))
       })
   }
   withCommon(resources.command('ledger'))
     .description('onboarded, live reservations, allocations, free and any deficit')
     .option('--dest <peer>', 'ask another node (PeerId or did:key)')
     .action(async (o: DestOpts) => {
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/resources/ledger', {}, { dest: o.dest }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/resources/ledger', {}, { dest: o.dest }))
     })
   withCommon(resources.command('reserve <id>'))
     .description('promise resources to <id> for --ttl')
     .option('--cpu <cores>', 'CPU cores (fractions allowed)', '0')
-    .option('--ram <size>', 'RAM (512MiB, 4GiB, …)', '0')
-    .option('--disk <size>', 'disk', '0')
+    .option('--ram <size>', 'RAM with its unit (512MiB, 4GiB, …)', '0B')
+    .option('--disk <size>', 'disk with its unit', '0B')
     .option('--gpu <[index][:vram]>', 'a GPU: by index, by VRAM (:8GiB = any device with 8GiB free), or both (repeatable)', collect)
     .option('--ttl <duration>', 'how long the promise holds (e.g. 30s, 5m)', '1m')
     .action(async (id: string, o: CommonOpts & { cpu: string, ram: string, disk: string, gpu?: string[], ttl: string }) => {
       const resources = {
         cpuCores: parseCores(o.cpu),
-        ramBytes: parseSize(o.ram),
-        diskBytes: parseSize(o.disk),
+        ramBytes: parseSize(o.ram, '--ram'),
+        diskBytes: parseSize(o.disk, '--disk'),
         gpus: (o.gpu ?? []).map(parseGpuRequest)
       }
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/resources/reserve', { id, resources, ttlMs: parseDuration(o.ttl) }))
+      emit(o, await callBehavior(globalsFrom(o), '/dms/node/resources/reserve', { id, resources, ttlMs: parseDuration(o.ttl, '--ttl') }))
     })
   for (const verb of ['commit', 'release'] as const) {
     withCommon(resources.command(`${verb} <id>`))
       .description(verb === 'commit' ? 'turn the reservation <id> into an allocation' : 'free the reservation or allocation <id>')
       .action(async (id: string, o: CommonOpts) => {
-        printJson(await callBehavior(globalsFrom(o), `/dms/node/resources/${verb}`, { id }))
+        emit(o, await callBehavior(globalsFrom(o), `/dms/node/resources/${verb}`, { id }))
       })
   }
 }

@@ -3,6 +3,7 @@ import {
   Conflict, Expired, InsufficientResources, InvalidArgument, InvalidState, NotFound, NotOnboarded, NotRunning
 } from '../../lib/errors.js'
 import type { Logger } from '../../lib/log.js'
+import { formatSize } from '../../lib/units.js'
 import type { Db } from '../../store/db.js'
 import { checkId } from '../ids.js'
 import { createSerial, type Serial } from '../serial.js'
@@ -348,7 +349,7 @@ class Ledger implements ResourceManager {
       if (short !== null) {
         if (opts.force !== true) {
           throw new InsufficientResources(
-            `cannot shrink ${short.dimension}${short.gpuIndex !== undefined ? ` of GPU ${short.gpuIndex}` : ''} to ${short.available}: ${short.requested} is reserved or allocated (use force)`,
+            `cannot shrink ${short.dimension}${short.gpuIndex !== undefined ? ` of GPU ${short.gpuIndex}` : ''} to ${showDim(short.dimension, short.available)}: ${showDim(short.dimension, short.requested)} is reserved or allocated (use force)`,
             { dimension: short.dimension, offered: short.available, inUse: short.requested, ...(short.gpuIndex !== undefined ? { gpuIndex: short.gpuIndex } : {}) })
         }
         for (const id of this.reservations.keys()) ops.push({ type: 'del', key: RESERVATION + id })
@@ -503,6 +504,11 @@ class Ledger implements ResourceManager {
   }
 }
 
+/** A figure of one dimension for a message: sizes in units, cores as they are. */
+function showDim (dimension: string, x: number): string {
+  return dimension === 'cpuCores' ? `${x} cores` : formatSize(x)
+}
+
 function byId (a: { id: string }, b: { id: string }): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
 }
@@ -512,12 +518,13 @@ function byId (a: { id: string }, b: { id: string }): number {
  * named by index and given at most their VRAM. Refusals name the dimension and both figures.
  */
 function offerWithin (req: z.output<typeof OnboardRequestSchema>, machine: ResourceVector): ResourceVector {
-  const over = (dimension: string, requested: number, available: number, unit: string): never => {
-    throw new InsufficientResources(`cannot onboard ${requested}${unit} of ${dimension}: the machine has ${available}${unit}`, { dimension, requested, available })
+  // people read the message (`64 GiB asked, the machine has 23.5 GiB`); the fields keep exact figures
+  const over = (dimension: string, requested: number, available: number, show: (x: number) => string): never => {
+    throw new InsufficientResources(`cannot onboard ${dimension}: ${show(requested)} asked, the machine has ${show(available)}`, { dimension, requested, available })
   }
-  if (req.cpuCores > machine.cpuCores) over('cpuCores', req.cpuCores, machine.cpuCores, ' cores')
-  if (req.ramBytes > machine.ramBytes) over('ramBytes', req.ramBytes, machine.ramBytes, ' bytes')
-  if (req.diskBytes > machine.diskBytes) over('diskBytes', req.diskBytes, machine.diskBytes, ' bytes free')
+  if (req.cpuCores > machine.cpuCores) over('cpuCores', req.cpuCores, machine.cpuCores, x => `${x} cores`)
+  if (req.ramBytes > machine.ramBytes) over('ramBytes', req.ramBytes, machine.ramBytes, formatSize)
+  if (req.diskBytes > machine.diskBytes) over('diskBytes', req.diskBytes, machine.diskBytes, x => `${formatSize(x)} free`)
   const wanted = req.gpus ?? machine.gpus.map(g => ({ index: g.index, vramBytes: undefined }))
   const gpus: Gpu[] = []
   for (const w of wanted) {
@@ -529,7 +536,7 @@ function offerWithin (req: z.output<typeof OnboardRequestSchema>, machine: Resou
     if (gpus.some(g => g.index === w.index)) throw new InvalidArgument(`GPU ${w.index} is named twice`, { gpuIndex: w.index })
     const vram = w.vramBytes ?? dev.vramBytes
     if (vram > dev.vramBytes) {
-      throw new InsufficientResources(`cannot onboard ${vram} bytes of VRAM on GPU ${w.index}: it has ${dev.vramBytes}`,
+      throw new InsufficientResources(`cannot onboard ${formatSize(vram)} of VRAM on GPU ${w.index}: it has ${formatSize(dev.vramBytes)}`,
         { dimension: 'gpus', gpuIndex: w.index, requested: vram, available: dev.vramBytes })
     }
     gpus.push({ ...dev, vramBytes: vram })

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { InsufficientResources, InvalidArgument } from '../../lib/errors.js'
+import { formatSize } from '../../lib/units.js'
 
 /**
  * The resource vector, the one shape quantities travel in (specs/resources.md § Units):
@@ -147,7 +148,7 @@ export function resolve (request: ResourceRequest, free: ResourceVector, what = 
       const want = g.vramBytes ?? dev.vramBytes
       if (want > dev.vramBytes || want === 0 || !matches(g, dev)) {
         throw new InsufficientResources(
-          `${what} needs ${want} bytes of VRAM on GPU ${g.index}${matches(g, dev) ? '' : ` (${g.vendor ?? ''} ${g.model ?? ''})`}, ${dev.vramBytes} free`,
+          `${what} needs ${formatSize(want)} of VRAM on GPU ${g.index}${matches(g, dev) ? '' : ` (${g.vendor ?? ''} ${g.model ?? ''})`}, ${formatSize(dev.vramBytes)} free`,
           { dimension: 'gpus', gpuIndex: g.index, requested: want, available: dev.vramBytes })
       }
       taken.add(g.index)
@@ -157,7 +158,7 @@ export function resolve (request: ResourceRequest, free: ResourceVector, what = 
       if (dev === undefined) {
         const best = Math.max(0, ...free.gpus.filter(d => !taken.has(d.index) && matches(g, d)).map(d => d.vramBytes))
         throw new InsufficientResources(
-          `${what} needs a GPU${g.vendor !== undefined ? ` by ${g.vendor}` : ''}${g.model !== undefined ? ` (${g.model})` : ''} with ${g.vramBytes ?? 'any'} bytes of VRAM free; the most any free device has is ${best}`,
+          `${what} needs a GPU${g.vendor !== undefined ? ` by ${g.vendor}` : ''}${g.model !== undefined ? ` (${g.model})` : ''} with ${g.vramBytes !== undefined ? formatSize(g.vramBytes) : 'any amount'} of VRAM free; the most any free device has is ${formatSize(best)}`,
           { dimension: 'gpus', requested: g.vramBytes ?? null, available: best })
       }
       taken.add(dev.index)
@@ -182,8 +183,9 @@ function matches (want: GpuRequest, dev: Gpu): boolean {
 
 function short (dimension: Dimension, requested: number, available: number, show: (x: number) => number, what: string): void {
   if (requested > available) {
+    const text = (x: number): string => dimension === 'cpuCores' ? `${x} cores` : formatSize(x)
     throw new InsufficientResources(
-      `${what} needs ${dimension} ${show(requested)}, ${show(Math.max(0, available))} free`,
+      `${what} needs ${dimension} ${text(show(requested))}, ${text(show(Math.max(0, available)))} free`,
       { dimension, requested: show(requested), available: show(available) })
   }
 }
