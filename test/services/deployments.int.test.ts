@@ -155,6 +155,17 @@ nodes:
     for (const n of nodes) expect(await held(n, id)).toEqual([])
   })
 
+  it('shuts down cleanly while it is still collecting bids', async () => {
+    // a label no provider has: no bid comes, and the collection runs to the end of its window
+    const nobody = THREE.replace('n1: { allocations: [db] }', 'n1: { allocations: [db], labels: { zone: nowhere } }')
+    const id = await deploy(nobody, { bidWindowMs: 5_000 })
+    const v = await a.invoke<DeploymentView>(a.did, '/dms/node/deployment/shutdown', { id }, T)
+    expect(v.status).toBe('Completed')
+    expect(v.reason).toBe('shut down on request')
+    expect(v.transitions.map(t => t.status)).toEqual(['Preparing', 'Preparing', 'ShuttingDown', 'Completed'])
+    for (const n of nodes) expect(await held(n, id)).toEqual([])
+  })
+
   it('explains, per node and per provider, why nothing fits', async () => {
     const big = THREE.replace('ram: { size: 32MiB }', 'ram: { size: 64GiB }')
     const id = await deploy(big, { bidWindowMs: 300 })

@@ -157,6 +157,8 @@ export class Orchestration {
    */
   private async placeNodes (nodes: EnsembleNode[]): Promise<Record<string, { peer: string, did: string }>> {
     const bids = await this.collectBids(nodes)
+    // a shutdown (or the node stopping) cut the collection short: place nothing
+    if (this.aborted) throw new Aborted()
     let match = this.match(nodes, bids)
     let missing = nodes.filter(n => match[n.name] === undefined)
     if (missing.length > 0 && !this.aborted) {
@@ -167,6 +169,7 @@ export class Orchestration {
           if (list !== undefined && verifyBid(bid) && !this.record.excluded.includes(bid.peer) && !list.some(b => b.peer === bid.peer)) list.push(bid)
         }
       }
+      if (this.aborted) throw new Aborted()
       match = this.match(nodes, bids)
       missing = nodes.filter(n => match[n.name] === undefined)
       if (missing.length > 0) throw new NoFit(this.explain(missing, answers))
@@ -392,7 +395,7 @@ export class Orchestration {
     while (!this.aborted && this.record.status === 'Running') {
       await delay(SUPERVISE_INTERVAL_MS, this.abort.signal)
       if (this.aborted) return
-      const views = new Map<string, AllocationView | undefined>()
+      const views = new Map<string, Observed | undefined>()
       await Promise.all(Object.values(this.record.allocations).map(async a => {
         try {
           const v = await this.c.actor.invoke<AllocationView>(a.handle as Handle, '/dms/allocation/status', {}, { timeout: Math.min(PROVIDER_CALL_MS, PROVIDER_LOST_MS) })
@@ -400,8 +403,10 @@ export class Orchestration {
           this.lastSeen.set(a.peer as string, this.c.clock())
         } catch (err) {
           views.set(a.name, undefined)
-          // a provider that answers with an error is alive (its allocation may be gone)
+          // a provider that answers with an error is alive; one that no longer knows the
+          // allocation's actor lost it (reverted by itself, its record gone): it is down
           if (isDmsError(err) && !isDmsError(err, 'Timeout') && !isDmsError(err, 'Unreachable') && !isDmsError(err, 'NotRunning')) this.lastSeen.set(a.peer as string, this.c.clock())
+          if (isDmsError(err, 'UnknownBehavior') || isDmsError(err, 'NotFound')) views.set(a.name, gone(errorText(err)))
         }
       }))
       if (this.aborted) return
@@ -437,7 +442,7 @@ export class Orchestration {
   }
 
   /** The supervisor strategy for failed allocations `down`. */
-  private async applyStrategy (down: string[], views: Map<string, AllocationView | undefined>): Promise<void> {
+  private async applyStrategy (down: string[], views: Map<string, Observed | undefined>): Promise<void> {
     const e = this.c.ensemble
     const strategy = strategyOf(e, down[0])
     let restart = new Set(down)
@@ -573,11 +578,20 @@ export class Orchestration {
 }
 
 interface Answer { peer: string, reply?: DirectReply, error?: string }
+/** What supervision learns of an allocation each round. */
+type Observed = Pick<AllocationView, 'status' | 'reason'>
 type PlacedPorts = Array<{ private: number, public: number, protocol: 'tcp' | 'udp' }>
 
 /** No provider for some node: the message says why, per node and per provider. */
 class NoFit extends Error {}
+/** The orchestration was stopped (shutdown, node stopping) in the middle of a step. */
+class Aborted extends Error {}
 class DeadlineError extends Error {}
+
+/** What supervision makes of an allocation its provider no longer knows: failed, with why. */
+function gone (why: string): Observed {
+  return { status: 'failed', reason: `its provider no longer has it (${why})` }
+}
 
 /** An allocation spec (specs/allocations.md) from an ensemble's allocation. */
 export function specOf (a: EnsembleAllocation): Record<string, unknown> {
