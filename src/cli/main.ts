@@ -16,6 +16,7 @@ import { register as registerCap } from './commands/cap.js'
 import { register as registerOnboard } from './commands/onboard.js'
 import { register as registerNode } from './commands/node.js'
 import { register as registerAlloc } from './commands/alloc.js'
+import { register as registerDeploy } from './commands/deploy.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
@@ -127,6 +128,7 @@ export function buildProgram (): Command {
   registerOnboard(program)
   registerNode(program)
   registerAlloc(program)
+  registerDeploy(program)
   return program
 }
 
