@@ -125,10 +125,8 @@ async function deploy (file: string, o: DeployOpts): Promise<void> {
     v = await follow(g, s, v, x => FINAL.has(x.status), Date.now() + MAX_POLLS * POLL_MS)
   }
   await report()
-  if (v.status === 'Failed') {
-    process.stderr.write(`Failed: ${v.reason}\n`)
-    process.exitCode = 1
-  }
+  // its reason is on stderr already: the last transition printed is `Failed: <reason>`
+  if (v.status === 'Failed') process.exitCode = 1
 }
 
 /** `dms deploy FILE` and `dms deployment list|status|manifest|logs|shutdown`. */
