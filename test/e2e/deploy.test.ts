@@ -67,7 +67,9 @@ describe('dms deploy across three daemons', () => {
     // chains every call on one of them, and the other provider refuses it (see the report of
     // issue 15: createDelegatedProofSource picks one parent whatever the destination trusts).
     for (const provider of [b, c]) {
-      const t = token(await provider.cli(['cap', 'grant', NA, '--cap', '/dms/deployment', '--topic', '/nunet/deployment', '--audience', provider.info.did, '--depth', '1', '--duration', '1h']))
+      const node = (await provider.cli(['key', 'did', '--context', 'dms'])).stdout.trim()
+      expect(node).toBe(provider.info.did)
+      const t = token(await provider.cli(['cap', 'grant', NA, '--cap', '/dms/deployment', '--topic', '/nunet/deployment', '--audience', node, '--depth', '1', '--duration', '1h']))
       const anchors = await a.cliJson<{ provide: unknown[] }>(['cap', 'anchor', '--context', 'dms', '--provide', t])
       expect(anchors.provide.length).toBeGreaterThan(0)
     }
