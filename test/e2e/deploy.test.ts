@@ -143,6 +143,24 @@ describe('dms deploy across three daemons', () => {
     for (const n of [a, b, c]) expect(await held(n, out.ensembleId)).toEqual([])
   })
 
+  it('--follow keeps printing transitions after Running until the deployment ends', async () => {
+    const file = join(dir, 'task.yaml')
+    // a task that ends by itself a moment after it started: Running, then Completed
+    await writeFile(file, single('32MiB').replace("execution: { cmd: [sleep, '600'] }", "execution: { cmd: [sh, -c, 'sleep 1; echo done'] }\n    type: task"))
+    const r = await a.cli(['deploy', file, '--timeout', '30s', '--bid-window', '300ms', '--follow'], { timeoutMs: 45_000 })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toMatch(/Running: every allocation started\n[\s\S]*Completed: every task completed\n/)
+    // a document once Running, then the last one once it ended
+    const docs = r.stdout.trimEnd().split('\n').map(l => JSON.parse(l) as Summary)
+    expect(docs.map(x => x.status)).toEqual(['Running', 'Completed'])
+    for (const n of [a, b, c]) expect(await held(n, docs[1].ensembleId)).toEqual([])
+  })
+
+  // Daemon side, not this CLI: once a deployment of tasks is Completed, its providers have
+  // released the allocation actors, and /dms/node/deployment/logs answers "UnknownBehavior: no
+  // actor with inbox 'alloc/<id>' on this node", so a finished task's output cannot be read back.
+  it.todo('reads a completed task\'s output through its deployment (`dms deployment logs ID node-big.big` → "done")')
+
   it('--dry-run checks a file without a daemon: every mistake named, or the plan', async () => {
     const file = join(dir, 'two-mistakes.yaml')
     await writeFile(file, single('32MiB').replace('cores: 0.1', 'cores: many').replace('executor: process', 'executor: vm'))
