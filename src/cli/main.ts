@@ -20,6 +20,7 @@ import { register as registerAlloc } from './commands/alloc.js'
 import { assertDataDir, daemonPassphrase, ensureDataDir, register as registerDaemon, runDetached } from './commands/daemon.js'
 import { register as registerPeers } from './commands/peers.js'
 import { register as registerUnlock } from './commands/unlock.js'
+import { register as registerDeploy } from './commands/deploy.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
@@ -175,6 +176,7 @@ export function buildProgram (): Command {
     .description('print a shell completion script: bash, zsh or fish (eval "$(dms completion bash)")')
     .action((shell: string) => { process.stdout.write(completionScript(program, shell)) })
   program.hook('preAction', async (_program, action) => { await checkDataDir(action) })
+  registerDeploy(program)
   return program
 }
 

@@ -1,0 +1,196 @@
+import { spawn } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { LedgerSnapshot } from '../../src/services/resources/index.js'
+import type { DeploymentView, Manifest } from '../../src/services/orchestrator/index.js'
+import { BIN, PASSPHRASE, ROOT, cleanup, dms, eventually, startDaemon, stopAllocations, tempDir, type CliResult, type Daemon } from './harness.js'
+
+/**
+ * `dms deploy` and `dms deployment …` through the CLI against three daemons in separate processes
+ * (issue 15): A deploys, B and C bootstrap to A. Every data dir has its own user, and trust is set
+ * up as an operator would: on B and on C the user grants A's node /dms/deployment (and the
+ * /nunet/deployment topic its bid requests travel on), and A anchors each token in its dms
+ * context. The README's "Deploy an ensemble across nodes" is this session with fixed ports.
+ */
+const THREE = 'test/fixtures/ensembles/three-services.yaml'
+const ONBOARD = ['onboard', '--cpu', '0.5', '--ram', '256MiB', '--disk', '64MiB', '--no-gpu']
+
+interface Summary { ensembleId: string, status: string, reason: string, allocations: Record<string, { peer: string, id: string, status: string }> }
+
+/** `dms deploy` prints progress on stderr and one JSON document as the last line of stdout. */
+function lastJson<T> (r: CliResult): T {
+  const lines = r.stdout.trimEnd().split('\n')
+  return JSON.parse(lines[lines.length - 1]) as T
+}
+
+/** The token `cap grant` prints alone on its last line. */
+function token (r: CliResult): string {
+  if (r.code !== 0) throw new Error(`cap grant exited ${r.code}: ${r.stderr}`)
+  return r.stdout.trimEnd().split('\n').pop() as string
+}
+
+/** Reservations and allocations a daemon's ledger holds for the ensemble. */
+async function held (d: Daemon, ensembleId: string): Promise<string[]> {
+  const l = await d.cliJson<LedgerSnapshot>(['actor', 'cmd', '/dms/node/resources/ledger'])
+  return [...l.reservations, ...l.allocations].map(x => x.id).filter(id => id.startsWith(ensembleId))
+}
+
+/** One allocation that asks `ram`, optionally pinned to a peer. */
+const single = (ram: string, peer?: string): string => `version: V1
+allocations:
+  big:
+    executor: process
+    resources: { cpu: { cores: 0.1 }, ram: { size: ${ram} }, disk: { size: 1MiB } }
+    execution: { cmd: [sleep, '600'] }
+nodes:
+  node-big:
+    allocations: [big]${peer !== undefined ? `\n    peer: ${peer}` : ''}
+`
+
+describe('dms deploy across three daemons', () => {
+  let a: Daemon, b: Daemon, c: Daemon
+  let d: Daemon | undefined
+  let dir: string
+
+  beforeAll(async () => {
+    dir = await tempDir('dms-deploy-files-')
+    a = await startDaemon()
+    ;[b, c] = await Promise.all([
+      startDaemon({ args: ['--bootstrap', a.info.addrs[0]] }),
+      startDaemon({ args: ['--bootstrap', a.info.addrs[0]] })
+    ])
+    const NA = (await a.cli(['key', 'did', '--context', 'dms'])).stdout.trim()
+    expect(NA).toBe(a.info.did)
+    // A provider's owner allows A's node to deploy there; A presents the token when it does.
+    // --audience keeps each token to its granter's node: with two unbound tokens A's orchestrator
+    // chains every call on one of them, and the other provider refuses it (see the report of
+    // issue 15: createDelegatedProofSource picks one parent whatever the destination trusts).
+    for (const provider of [b, c]) {
+      const node = (await provider.cli(['key', 'did', '--context', 'dms'])).stdout.trim()
+      expect(node).toBe(provider.info.did)
+      const t = token(await provider.cli(['cap', 'grant', NA, '--cap', '/dms/deployment', '--topic', '/nunet/deployment', '--audience', node, '--depth', '1', '--duration', '1h']))
+      const anchors = await a.cliJson<{ provide: unknown[] }>(['cap', 'anchor', '--context', 'dms', '--provide', t])
+      expect(anchors.provide.length).toBeGreaterThan(0)
+    }
+    for (const n of [a, b, c]) expect((await n.cli(ONBOARD)).code).toBe(0)
+  })
+  afterAll(async () => {
+    for (const n of [a, b, c, d]) await stopAllocations(n)
+    await cleanup([d, c, b, a], [dir])
+  })
+
+  it('deploys three services on three providers, shows where they run and their logs, and shuts them down leaving nothing', async () => {
+    const r = await a.cli(['deploy', THREE, '--timeout', '60s'], { timeoutMs: 90_000 })
+    expect(r.code, r.stderr).toBe(0)
+    const out = lastJson<Summary>(r)
+    expect(out).toMatchObject({ ensembleId: expect.stringMatching(/^[0-9a-f]{64}$/), status: 'Running' })
+    const id = out.ensembleId
+    expect(Object.keys(out.allocations).sort()).toEqual(['node-a.a', 'node-b.b', 'node-c.c'])
+    const peers = Object.values(out.allocations).map(x => x.peer)
+    expect(new Set(peers)).toEqual(new Set([a.info.peerId, b.info.peerId, c.info.peerId]))
+    for (const [key, x] of Object.entries(out.allocations)) expect(x).toMatchObject({ id: `${id}.${key.split('.')[1]}`, status: 'running' })
+    // progress, one line per transition, in order
+    expect(r.stderr).toMatch(/Preparing: collecting bids\n[\s\S]*Committing: [\s\S]*Provisioning: starting a \(layer 1 of 3\)\n[\s\S]*Provisioning: starting c \(layer 3 of 3\)\nRunning: every allocation started\n/)
+
+    const manifest = await a.cliJson<Manifest>(['deployment', 'manifest', id])
+    expect(manifest).toMatchObject({ ensembleId: id, status: 'Running' })
+    expect(Object.fromEntries(Object.entries(manifest.nodes).map(([n, x]) => [n, x.peer]))).toEqual(
+      Object.fromEntries(Object.entries(out.allocations).map(([k, x]) => [k.split('.')[0], x.peer])))
+    expect(await a.cliJson<DeploymentView>(['deployment', 'status', id])).toMatchObject({ ensembleId: id, status: 'Running', transitionCount: expect.any(Number) })
+    const { deployments } = await a.cliJson<{ deployments: DeploymentView[] }>(['deployment', 'list'])
+    expect(deployments.map(x => [x.ensembleId, x.status])).toContainEqual([id, 'Running'])
+
+    // b runs on a provider of its own; its output comes back through A's orchestrator
+    const logs = await eventually(async () => {
+      const l = await a.cli(['deployment', 'logs', id, 'b'])
+      return l.code === 0 && l.stdout.includes('tick') ? l.stdout : undefined
+    })
+    expect(logs).toMatch(/^(tick\n)+$/)
+    expect((await a.cli(['deployment', 'logs', id, 'node-b.x'])).stderr).toMatch(/^InvalidArgument: .*no allocation 'node-b.x'.*node-b\.b/)
+    // --follow shows output as it comes and ends when the allocation does (at shutdown)
+    const follow = spawn(process.execPath, [BIN, 'deployment', 'logs', id, 'node-c.c', '--follow', '--data-dir', a.dataDir], { cwd: ROOT, env: { ...process.env, DMS_PASSPHRASE: PASSPHRASE } })
+    let followed = ''
+    let followErr = ''
+    follow.stderr.on('data', (x: Buffer) => { followErr += x.toString() })
+    const ticked = new Promise<void>(resolve => { follow.stdout.on('data', (x: Buffer) => { followed += x.toString(); if (followed.includes('tick\n')) resolve() }) })
+    const followExit = new Promise<number | null>(resolve => follow.on('exit', code => { resolve(code) }))
+    const killer = setTimeout(() => follow.kill('SIGKILL'), 60_000)
+    await Promise.race([ticked, followExit])
+    expect(followed, followErr).toContain('tick\n')
+
+    const done = await a.cliJson<DeploymentView>(['deployment', 'shutdown', id])
+    expect(done).toMatchObject({ ensembleId: id, status: 'Completed' })
+    expect(await followExit, followErr).toBe(0)
+    clearTimeout(killer)
+    for (const n of [a, b, c]) expect(await held(n, id)).toEqual([])
+  })
+
+  it('fails at once when nothing fits, naming the node and why, per provider', async () => {
+    const file = join(dir, 'too-big.yaml')
+    await writeFile(file, single('64GiB'))
+    // the daemon's own deadline is 30 s; it must fail long before (killed at 20 s: exit 128)
+    const r = await a.cli(['deploy', file, '--timeout', '30s', '--bid-window', '300ms'], { timeoutMs: 20_000 })
+    expect(r.code, r.stderr).toBe(1)
+    const failed = r.stderr.split('\n').find(l => l.startsWith('Failed: ')) as string
+    // said once: the last transition is the reason
+    expect(r.stderr.split('\n').filter(l => l.startsWith('Failed: '))).toHaveLength(1)
+    expect(failed).toMatch(/node-big/)
+    expect(failed).toMatch(/ram/i)
+    for (const n of [a, b, c]) expect(failed).toContain(n.info.peerId.slice(0, 12))
+    const out = lastJson<Summary>(r)
+    expect(out).toMatchObject({ status: 'Failed', reason: failed.slice('Failed: '.length) })
+    for (const n of [a, b, c]) expect(await held(n, out.ensembleId)).toEqual([])
+  })
+
+  it('--follow keeps printing transitions after Running until the deployment ends', async () => {
+    const file = join(dir, 'task.yaml')
+    // a task that ends by itself a moment after it started: Running, then Completed
+    await writeFile(file, single('32MiB').replace("execution: { cmd: [sleep, '600'] }", "execution: { cmd: [sh, -c, 'sleep 1; echo done'] }\n    type: task"))
+    const r = await a.cli(['deploy', file, '--timeout', '30s', '--bid-window', '300ms', '--follow'], { timeoutMs: 45_000 })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toMatch(/Running: every allocation started\n[\s\S]*Completed: every task completed\n/)
+    // a document once Running, then the last one once it ended
+    const docs = r.stdout.trimEnd().split('\n').map(l => JSON.parse(l) as Summary)
+    expect(docs.map(x => x.status)).toEqual(['Running', 'Completed'])
+    for (const n of [a, b, c]) expect(await held(n, docs[1].ensembleId)).toEqual([])
+  })
+
+  // Daemon side, not this CLI: once a deployment of tasks is Completed, its providers have
+  // released the allocation actors, and /dms/node/deployment/logs answers "UnknownBehavior: no
+  // actor with inbox 'alloc/<id>' on this node", so a finished task's output cannot be read back.
+  it.todo('reads a completed task\'s output through its deployment (`dms deployment logs ID node-big.big` → "done")')
+
+  it('--dry-run checks a file without a daemon: every mistake named, or the plan', async () => {
+    const file = join(dir, 'two-mistakes.yaml')
+    await writeFile(file, single('32MiB').replace('cores: 0.1', 'cores: many').replace('executor: process', 'executor: vm'))
+    // a data dir with no daemon (nor keys): none is needed
+    const nowhere = { env: { DMS_HOME: join(dir, 'nowhere') } }
+    const bad = await dms(['deploy', file, '--dry-run'], nowhere)
+    expect(bad.code).toBe(1)
+    expect(bad.stderr).toMatch(/^BadRequest: .*2 problems/)
+    expect(bad.stderr).toContain('allocations.big.resources.cpu.cores')
+    expect(bad.stderr).toContain('allocations.big.executor')
+    const good = await dms(['deploy', THREE, '--dry-run'], nowhere)
+    expect(good.code, good.stderr).toBe(0)
+    expect(JSON.parse(good.stdout)).toMatchObject({ valid: true, layers: [['a'], ['b'], ['c']], nodes: [{ name: 'node-a' }, { name: 'node-b' }, { name: 'node-c' }] })
+    // durations need a unit
+    const bare = await a.cli(['deploy', THREE, '--timeout', '60'])
+    expect(bare.code).toBe(1)
+    expect(bare.stderr).toMatch(/^InvalidArgument: --timeout needs a unit/)
+  })
+
+  it('a provider that granted nothing refuses, and the failure says Unauthorized', async () => {
+    // D trusts only its own user: A's node holds no token for it
+    d = await startDaemon({ args: ['--bootstrap', a.info.addrs[0]] })
+    expect((await d.cli(ONBOARD)).code).toBe(0)
+    const file = join(dir, 'on-d.yaml')
+    await writeFile(file, single('32MiB', d.info.peerId))
+    const r = await a.cli(['deploy', file, '--timeout', '30s', '--bid-window', '300ms'], { timeoutMs: 45_000 })
+    expect(r.code, r.stderr).toBe(1)
+    const failed = r.stderr.split('\n').find(l => l.startsWith('Failed: ')) as string
+    expect(failed).toContain(d.info.peerId.slice(0, 12))
+    expect(failed).toContain('Unauthorized')
+    expect(await held(d, lastJson<Summary>(r).ensembleId)).toEqual([])
+  })
+})
