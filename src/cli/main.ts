@@ -185,6 +185,8 @@ const CREATE_DATA_DIR = new Set(['init', 'run'])
 
 async function checkDataDir (action: Command): Promise<void> {
   if (CREATE_DATA_DIR.has(action.name()) && action.parent?.parent === null) return
+  // `deploy --dry-run` checks a file and needs no daemon, and so no data dir
+  if (action.name() === 'deploy' && action.opts<{ dryRun?: boolean }>().dryRun === true) return
   if (!action.options.some(opt => opt.long === '--data-dir')) return
   await assertDataDir(globalsFrom(action.optsWithGlobals<{ dataDir?: string }>()).dataDir)
 }

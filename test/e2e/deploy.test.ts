@@ -62,14 +62,11 @@ describe('dms deploy across three daemons', () => {
     ])
     const NA = (await a.cli(['key', 'did', '--context', 'dms'])).stdout.trim()
     expect(NA).toBe(a.info.did)
-    // A provider's owner allows A's node to deploy there; A presents the token when it does.
-    // --audience keeps each token to its granter's node: with two unbound tokens A's orchestrator
-    // chains every call on one of them, and the other provider refuses it (see the report of
-    // issue 15: createDelegatedProofSource picks one parent whatever the destination trusts).
+    // A provider's owner allows A's node to deploy there; A presents the token when it does. Two
+    // grants of two owners: A's orchestrator attaches a chain through each (a bid request is one
+    // broadcast, and each provider admits only the chain through its own owner's grant).
     for (const provider of [b, c]) {
-      const node = (await provider.cli(['key', 'did', '--context', 'dms'])).stdout.trim()
-      expect(node).toBe(provider.info.did)
-      const t = token(await provider.cli(['cap', 'grant', NA, '--cap', '/dms/deployment', '--topic', '/nunet/deployment', '--audience', node, '--depth', '1', '--duration', '1h']))
+      const t = token(await provider.cli(['cap', 'grant', NA, '--cap', '/dms/deployment', '--topic', '/nunet/deployment', '--depth', '1', '--duration', '1h', '--token-only']))
       const anchors = await a.cliJson<{ provide: unknown[] }>(['cap', 'anchor', '--context', 'dms', '--provide', t])
       expect(anchors.provide.length).toBeGreaterThan(0)
     }
@@ -177,7 +174,7 @@ describe('dms deploy across three daemons', () => {
     // durations need a unit
     const bare = await a.cli(['deploy', THREE, '--timeout', '60'])
     expect(bare.code).toBe(1)
-    expect(bare.stderr).toMatch(/^InvalidArgument: --timeout needs a unit/)
+    expect(bare.stderr).toMatch(/^InvalidArgument: --timeout 60 needs a unit/)
   })
 
   it('a provider that granted nothing refuses, and the failure says Unauthorized', async () => {

@@ -21,13 +21,9 @@ const DEFAULT_DEPLOY_TIMEOUT = '2m'
 
 const FINAL = new Set(['Completed', 'Failed'])
 
-/**
- * A duration flag of `dms deploy`: units required. A bare number would be read as milliseconds
- * by `parseDuration`, and `--timeout 60` almost always means seconds, so it is refused.
- */
+/** A duration flag of `dms deploy`: units required (`parseDuration` refuses a bare number, naming the flag). */
 export function parseDurationFlag (flag: string, value: string): number {
-  if (/^\s*\d+(?:\.\d+)?\s*$/.test(value)) throw new InvalidArgument(`${flag} needs a unit: '${value}' is ambiguous (write ${value}s, ${value}m or ${value}ms)`, { field: flag })
-  return parseDuration(value)
+  return parseDuration(value, flag)
 }
 
 /**
