@@ -153,10 +153,21 @@ describe('dms deploy across three daemons', () => {
     for (const n of [a, b, c]) expect(await held(n, docs[1].ensembleId)).toEqual([])
   })
 
-  // Daemon side, not this CLI: once a deployment of tasks is Completed, its providers have
-  // released the allocation actors, and /dms/node/deployment/logs answers "UnknownBehavior: no
-  // actor with inbox 'alloc/<id>' on this node", so a finished task's output cannot be read back.
-  it.todo('reads a completed task\'s output through its deployment (`dms deployment logs ID node-big.big` → "done")')
+  it('keeps a completed task\'s output readable until the deployment is shut down', async () => {
+    const file = join(dir, 'task-output.yaml')
+    await writeFile(file, single('32MiB').replace("execution: { cmd: [sleep, '600'] }", "execution: { cmd: [sh, -c, 'echo done'] }\n    type: task"))
+    const r = await a.cli(['deploy', file, '--timeout', '30s', '--bid-window', '300ms', '--follow'], { timeoutMs: 45_000 })
+    expect(r.code, r.stderr).toBe(0)
+    const { ensembleId, status } = lastJson<Summary>(r)
+    expect(status).toBe('Completed')
+    // its resources were given back when it ended; its record and output stay a while
+    for (const n of [a, b, c]) expect(await held(n, ensembleId)).toEqual([])
+    expect((await a.cli(['deployment', 'logs', ensembleId, 'node-big.big'])).stdout).toBe('done\n')
+    expect((await a.cliJson(['deployment', 'shutdown', ensembleId])).status).toBe('Completed')
+    const gone = await a.cli(['deployment', 'logs', ensembleId, 'big'])
+    expect(gone.code).toBe(1)
+    expect(gone.stderr).toMatch(/^InvalidState: deployment .* is Completed and its allocations were released/)
+  })
 
   it('--dry-run checks a file without a daemon: every mistake named, or the plan', async () => {
     const file = join(dir, 'two-mistakes.yaml')

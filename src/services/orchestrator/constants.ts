@@ -13,6 +13,8 @@ export const DEFAULT_BID_WINDOW_MS = 1_000
 export const DEFAULT_DEPLOY_TIMEOUT_MS = 120_000
 /** Deadline of one call to a provider (commit, allocate, start, status). */
 export const PROVIDER_CALL_MS = 10_000
+/** A call made just before a deployment's deadline still gets this long. */
+export const MIN_CALL_MS = 250
 /**
  * How long a provider keeps a commit that the orchestrator does not allocate: enough for the
  * allocate that follows at once, short enough that a dead orchestrator leaks nothing for long.
@@ -37,3 +39,9 @@ export const REVERT_TRIES = 3
 export const REVERT_CALL_MS = 3_000
 /** While it runs, a provider asks the orchestrator of every remote ensemble it holds this often whether it is still wanted (config `wantedCheckMs`). */
 export const WANTED_CHECK_MS = 60_000
+/**
+ * A deployment completed by its tasks keeps its allocations on the providers this long (their
+ * resources and ports were given back as each ended), so that their output can still be read; a
+ * shutdown removes them at once.
+ */
+export const TASK_OUTPUT_KEEP_MS = 5 * 60_000

@@ -14,7 +14,7 @@ import { jsonSublevel, type JsonSublevel } from '../store.js'
 import { evaluateBidRequest, type BidderComponents } from './bidder.js'
 import {
   DEFAULT_BID_WINDOW_MS, DEFAULT_DEPLOY_TIMEOUT_MS, DEPLOYMENTS_SUBLEVEL, DEPLOYMENT_TOPIC, MAX_DEPLOYMENT_TRANSITIONS,
-  ORCHESTRATOR_DELEGATION_MS, ORCHESTRATOR_INBOX_PREFIX, WANTED_ASK_BOUND_MS, WANTED_CHECK_MS
+  ORCHESTRATOR_DELEGATION_MS, ORCHESTRATOR_INBOX_PREFIX, TASK_OUTPUT_KEEP_MS, WANTED_ASK_BOUND_MS, WANTED_CHECK_MS
 } from './constants.js'
 import type { Ensemble } from './ensemble-types.js'
 import { parseEnsemble } from './ensemble.js'
@@ -204,7 +204,8 @@ class Deployments implements DeploymentService {
       candidates: async () => await this.c.connectedPeers(),
       selfPeer: this.c.identity.peerId,
       log: this.c.log,
-      clock: this.clock
+      clock: this.clock,
+      ended: () => { void this.retire(record.ensembleId) }
     })
     this.live.set(record.ensembleId, { orchestration, actor, ensemble })
     orchestration.start()
@@ -264,6 +265,7 @@ class Deployments implements DeploymentService {
     const a = r.allocations[allocation]
     if (a === undefined) throw new NotFound(`deployment ${id} has no allocation ${allocation} (it has ${Object.keys(r.allocations).join(', ') || 'none placed yet'})`, { allocation })
     const l = this.live.get(id)
+    if (l === undefined && isFinal(r.status)) throw new InvalidState(`deployment ${id} is ${r.status} and its allocations were released: their output is gone (it is kept ${TASK_OUTPUT_KEEP_MS / 60_000} min after the tasks of a deployment complete)`, { ensembleId: id })
     if (a.handle === undefined || l === undefined) throw new InvalidState(`allocation ${allocation} of ${id} is ${a.status}: it has no workload to read`)
     return await l.actor.invoke(a.handle as Handle, '/dms/allocation/logs', { stream: req.stream, offset: req.offset, maxBytes: req.maxBytes, wait: req.wait }, { timeout: req.timeoutMs })
   }
@@ -329,13 +331,12 @@ class Deployments implements DeploymentService {
     if (r.transitions.length > MAX_DEPLOYMENT_TRANSITIONS) r.transitions.splice(0, r.transitions.length - MAX_DEPLOYMENT_TRANSITIONS)
     await this.sub.put(r.ensembleId, r)
     for (const w of [...this.waiters]) w()
-    if (isFinal(r.status)) void this.retire(r.ensembleId)
   }
 
   /**
    * An ended deployment's orchestrator goes, with its key: a provider that asks about it later
-   * hears `UnknownBehavior`, which means not wanted. (Not awaited by `save`, which runs inside the
-   * orchestration that `stop` waits for.)
+   * hears `UnknownBehavior`, which means not wanted. (Not awaited by the orchestration that calls
+   * it as it ends, since `stop` waits for that orchestration.)
    */
   private async retire (id: string): Promise<void> {
     const l = this.live.get(id)

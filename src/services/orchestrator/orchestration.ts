@@ -6,7 +6,7 @@ import type { Logger } from '../../lib/log.js'
 import type { AllocationView } from '../provider/index.js'
 import { verifyBid } from './bidder.js'
 import {
-  COMMIT_TTL_MS, MAX_EXPLAIN_CANDIDATES, PROVIDER_CALL_MS, PROVIDER_LOST_MS, REVERT_CALL_MS, REVERT_TRIES, START_POLL_MS, SUPERVISE_INTERVAL_MS
+  COMMIT_TTL_MS, MAX_EXPLAIN_CANDIDATES, MIN_CALL_MS, PROVIDER_CALL_MS, PROVIDER_LOST_MS, REVERT_CALL_MS, REVERT_TRIES, START_POLL_MS, SUPERVISE_INTERVAL_MS, TASK_OUTPUT_KEEP_MS
 } from './constants.js'
 import type { Ensemble, EnsembleAllocation, EnsembleNode } from './ensemble-types.js'
 import { planEnsemble } from './ensemble.js'
@@ -30,6 +30,8 @@ export interface OrchestrationContext {
   selfPeer: string
   log: Logger
   clock: () => number
+  /** The orchestration is over (its record final, everything released or kept no longer). */
+  ended: () => void
 }
 
 /** Why a deployment attempt stopped; `retry` goes back to bidding (with `exclude` left out). */
@@ -53,6 +55,9 @@ export class Orchestration {
   /** Last time each provider answered a status call (supervision). */
   private readonly lastSeen = new Map<string, number>()
   private shutdownAsked = false
+  /** Completed by its tasks, its allocations kept (their output readable) until TASK_OUTPUT_KEEP_MS or a shutdown. */
+  private keeping = false
+  private finished = false
 
   constructor (private readonly c: OrchestrationContext) {}
 
@@ -73,7 +78,8 @@ export class Orchestration {
 
   /** Whether `peer` still runs part of this deployment (a restarted provider asks). */
   wanted (peer: string): boolean {
-    return !isFinal(this.record.status) && this.record.status !== 'ShuttingDown' && Object.values(this.record.placement).some(p => p.peer === peer)
+    const live = this.keeping || (!isFinal(this.record.status) && this.record.status !== 'ShuttingDown')
+    return live && Object.values(this.record.placement).some(p => p.peer === peer)
   }
 
   /** Runs (or resumes) the deployment in the background. */
@@ -84,11 +90,12 @@ export class Orchestration {
   }
 
   async shutdown (): Promise<void> {
-    if (isFinal(this.record.status)) return
+    if (isFinal(this.record.status) && !this.keeping) return
     this.shutdownAsked = true
     this.abort.abort()
     await this.running
     if (!isFinal(this.record.status)) await this.shutDown('shut down on request')
+    this.finish()
   }
 
   /** Stops working on it (the node stops); the record stays as it is, to be resumed. */
@@ -118,7 +125,16 @@ export class Orchestration {
     } catch (err) {
       if (this.aborted) return
       await this.fail(errorText(err))
+    } finally {
+      if (isFinal(r.status)) this.finish()
     }
+  }
+
+  /** Tells the service, once, that this orchestration is over. */
+  private finish (): void {
+    if (this.finished) return
+    this.finished = true
+    this.c.ended()
   }
 
   // ---- deployment ----
@@ -379,9 +395,11 @@ export class Orchestration {
       if (view.status === 'failed' || view.status === 'stopped') {
         throw new AttemptFailed(`allocation ${name} ${view.status} on ${short(placed.peer ?? '')}: ${view.reason}`, false)
       }
-      if (this.left() <= 0) throw new DeadlineError(`deadline passed while ${name} was ${view.status}${wantsHealth ? ` (health ${view.health?.status ?? 'unknown'})` : ''}`)
+      const late = (): DeadlineError => new DeadlineError(`deadline passed while ${name} was ${view.status}${wantsHealth ? ` (health ${view.health?.status ?? 'unknown'})` : ''}`)
+      if (this.left() <= 0) throw late()
       if (this.aborted) return
       await delay(START_POLL_MS, this.abort.signal)
+      if (this.left() <= 0) throw late()
       view = await this.call<AllocationView>(handle, '/dms/allocation/status', {})
     }
     await this.save()
@@ -435,8 +453,16 @@ export class Orchestration {
       })
       if (allTasksDone) {
         const failures = failed.length
+        // Each ended allocation gave its resources and ports back already; what stays on the
+        // providers a while is their records and output, for `deployment logs`.
+        this.keeping = true
         await this.transition('Completed', failures === 0 ? 'every task completed' : `ended; ${failures} allocation(s) stayed down (failure_recovery: stay_down)`)
+        await delay(TASK_OUTPUT_KEEP_MS, this.abort.signal)
+        this.keeping = false
+        // the node stopping: the providers release it when they learn it is not wanted
+        if (this.aborted && !this.shutdownAsked) return
         await this.releaseAll()
+        return
       }
     }
   }
@@ -558,7 +584,8 @@ export class Orchestration {
   // ---- plumbing ----
 
   private async call<T> (dest: string | Handle, path: string, payload: unknown): Promise<T> {
-    const timeout = Math.max(1, Math.min(PROVIDER_CALL_MS, this.left()))
+    // a call made just before the deadline still gets a fair chance (the deadline is overshot by that at most)
+    const timeout = Math.max(MIN_CALL_MS, Math.min(PROVIDER_CALL_MS, this.left()))
     return await this.c.actor.invoke<T>(dest, path, payload, { timeout })
   }
 
