@@ -169,6 +169,31 @@ describe('dms deploy across three daemons', () => {
     expect(gone.stderr).toMatch(/^InvalidState: deployment .* is Completed and its allocations were released/)
   })
 
+  it('shows a spinner beside the current step on a terminal, and plain lines otherwise', async () => {
+    const file = join(dir, 'spin.yaml')
+    await writeFile(file, single('32MiB'))
+    // a pseudo-terminal from util-linux `script`; its output is stdout and stderr together
+    const quote = (x: string): string => `'${x.replace(/'/g, "'\\''")}'`
+    const args = [process.execPath, BIN, 'deploy', file, '--timeout', '30s', '--bid-window', '300ms', '--data-dir', a.dataDir]
+    const child = spawn('script', ['-qec', args.map(quote).join(' '), '/dev/null'], { cwd: ROOT, env: { ...process.env, DMS_PASSPHRASE: PASSPHRASE, TERM: 'dumb' }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    child.stdout.on('data', (b: Buffer) => { out += b.toString() })
+    const killer = setTimeout(() => child.kill('SIGKILL'), 45_000)
+    expect(await new Promise<number | null>(resolve => child.on('exit', c => { resolve(c) }))).toBe(0)
+    clearTimeout(killer)
+    expect(out).toMatch(/\r\x1b\[2K[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] Preparing: collecting bids/)
+    expect(out).toMatch(/\r\x1b\[2KRunning: every allocation started\r?\n/)
+    const summaryLine = out.split(/\r?\n/).filter(l => l.startsWith('{')).pop() as string
+    const { ensembleId } = JSON.parse(summaryLine) as Summary
+    expect((await a.cliJson(['deployment', 'shutdown', ensembleId])).status).toBe('Completed')
+    // piped: the same steps as plain lines, no escape sequence at all
+    const piped = await a.cli(['deploy', file, '--timeout', '30s', '--bid-window', '300ms'])
+    expect(piped.code).toBe(0)
+    expect(piped.stderr).not.toContain('\x1b')
+    expect(piped.stderr).toMatch(/^deployment [0-9a-f]{64}\nPreparing: created\nPreparing: collecting bids\n/)
+    expect((await a.cliJson(['deployment', 'shutdown', lastJson<Summary>(piped).ensembleId])).status).toBe('Completed')
+  })
+
   it('--dry-run checks a file without a daemon: every mistake named, or the plan', async () => {
     const file = join(dir, 'two-mistakes.yaml')
     await writeFile(file, single('32MiB').replace('cores: 0.1', 'cores: many').replace('executor: process', 'executor: vm'))

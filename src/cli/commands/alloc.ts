@@ -5,6 +5,7 @@ import { InvalidArgument, NotFound, NotRunning } from '../../lib/errors.js'
 import { formatSize, parseCores, parseSize } from '../../lib/units.js'
 import type { AllocateReply, AllocationView, CommitReply } from '../../services/provider/schemas.js'
 import { callBehavior, openSession, type Session } from '../call.js'
+import { progress } from '../progress.js'
 import { ago, dim, emit, globalsFrom, table, withCommon, type CliGlobals, type OutputOpts } from '../common.js'
 
 interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, timeout?: string }
@@ -109,7 +110,9 @@ export function register (program: Command): void {
         emit(o, { id, handle, status: started.status })
         return
       }
-      const end = await waitForEnd(g, s, handle)
+      const p = progress()
+      p.step(`allocation ${id} ${started.status}: waiting for it to end`)
+      const end = await waitForEnd(g, s, handle).finally(() => { p.done() })
       emit(o, { id, status: end.status, exitCode: end.exitCode ?? null, reason: end.reason })
       if (end.status !== 'completed') process.exitCode = 1
     })

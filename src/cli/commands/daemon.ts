@@ -10,6 +10,7 @@ import { formatDuration, formatSize, parseDuration } from '../../lib/units.js'
 import { VERSION } from '../../node/version.js'
 import { callBehavior, openAnonymousSession, openSession, type Session } from '../call.js'
 import { readSession } from '../session.js'
+import { progress } from '../progress.js'
 import { bold, dim, emit, globalsFrom, green, red, table, withOutput, type CliGlobals, type OutputOpts } from '../common.js'
 
 interface DirOpts extends OutputOpts { dataDir?: string, timeout?: string, context?: string }
@@ -62,11 +63,14 @@ export async function runDetached (dataDir: string, runArgs: string[], o: Output
     env: { ...process.env, DMS_PASSPHRASE: passphrase, DMS_LOG_FORMAT: 'json' }
   })
   await log.close()
+  const p = progress()
+  p.step(`starting the daemon (log: ${logPath})`)
   const outcome = await new Promise<{ ready: DaemonInfo } | { exit: number | null } | { timeout: true }>(resolve => {
     const timer = setTimeout(() => { resolve({ timeout: true }) }, timeoutMs)
     child.on('message', (m: { ready?: DaemonInfo }) => { if (m.ready !== undefined) { clearTimeout(timer); resolve({ ready: m.ready }) } })
     child.on('exit', code => { clearTimeout(timer); resolve({ exit: code }) })
   })
+  p.done()
   if ('ready' in outcome) {
     child.disconnect()
     child.unref()
@@ -198,7 +202,9 @@ export function register (program: Command): void {
     .option('--timeout <duration>', 'how long to wait (e.g. 30s, 2m)', '30s')
     .action(async (o: DirOpts) => {
       const g = globalsFrom(o)
-      const info = await waitReady(g, g.timeoutMs)
+      const p = progress()
+      p.step(`waiting for the daemon of ${g.dataDir}`)
+      const info = await waitReady(g, g.timeoutMs).finally(() => { p.done() })
       emit(o, { ready: true, pid: info.pid, api: info.api, peerId: info.peerId }, v => `${green('ready')}  pid ${v.pid}  api ${v.api}`)
     })
 

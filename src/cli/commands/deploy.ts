@@ -5,6 +5,7 @@ import { parseDuration } from '../../lib/units.js'
 import { parseEnsemble, planEnsemble } from '../../services/orchestrator/ensemble.js'
 import type { DeploymentView, Manifest } from '../../services/orchestrator/index.js'
 import { callBehavior, openSession, type Session } from '../call.js'
+import { progress, type Progress } from '../progress.js'
 import { DEFAULT_TIMEOUT_MS, globalsFrom, printJson, withCommon, type CliGlobals } from '../common.js'
 
 interface CommonOpts { dataDir?: string, context?: string, timeout?: string }
@@ -62,10 +63,10 @@ function summary (v: DeploymentView, m: Manifest): Record<string, unknown> {
   return { ensembleId: v.ensembleId, status: v.status, reason: v.reason, allocations }
 }
 
-/** Prints, on stderr, the transitions numbered past `seen` (the view keeps only the latest ones). */
-function printTransitions (v: DeploymentView, seen: number): number {
+/** Shows the transitions numbered past `seen` as progress (the view keeps only the latest ones). */
+function printTransitions (p: Progress, v: DeploymentView, seen: number): number {
   const fresh = Math.min(v.transitionCount - seen, v.transitions.length)
-  for (const t of fresh > 0 ? v.transitions.slice(-fresh) : []) process.stderr.write(`${t.status}: ${t.reason}\n`)
+  for (const t of fresh > 0 ? v.transitions.slice(-fresh) : []) p.step(`${t.status}: ${t.reason}`)
   return v.transitionCount
 }
 
@@ -73,13 +74,13 @@ function printTransitions (v: DeploymentView, seen: number): number {
  * Follows a deployment's transitions (long polls, `after` the last one seen) until `done` says so
  * or `deadline` (unix ms) passes; every transition is printed as it comes.
  */
-async function follow (g: CliGlobals, s: Session, v: DeploymentView, done: (v: DeploymentView) => boolean, deadline: number): Promise<DeploymentView> {
-  let seen = printTransitions(v, 0)
+async function follow (g: CliGlobals, s: Session, p: Progress, v: DeploymentView, seenBefore: number, done: (v: DeploymentView) => boolean, deadline: number): Promise<DeploymentView> {
+  let seen = printTransitions(p, v, seenBefore)
   for (let i = 0; i < MAX_POLLS && !done(v); i++) {
     const left = deadline - Date.now()
     if (left <= 0) throw new Timeout(`deployment ${v.ensembleId} is still ${v.status} (${v.reason}); 'dms deployment status ${v.ensembleId}' follows it`, { ensembleId: v.ensembleId })
     v = await callBehavior<DeploymentView>(g, '/dms/node/deployment/status', { id: v.ensembleId, after: seen }, { session: s, timeoutMs: Math.max(1_000, Math.min(POLL_MS, left)) })
-    seen = printTransitions(v, seen)
+    seen = printTransitions(p, v, seen)
   }
   return v
 }
@@ -106,10 +107,11 @@ async function deploy (file: string, o: DeployOpts): Promise<void> {
     ...(bidWindowMs !== undefined ? { bidWindowMs } : {}),
     ...(o.colocate === true ? { colocate: true } : {})
   }, { session: s })
-  process.stderr.write(`deployment ${ensembleId}\n`)
+  const p = progress()
+  p.step(`deployment ${ensembleId}`)
   const first = await callBehavior<DeploymentView>(g, '/dms/node/deployment/status', { id: ensembleId }, { session: s })
   // the daemon fails it at its deadline; a little longer here so that its reason is what we show
-  let v = await follow(g, s, first, x => x.status === 'Running' || FINAL.has(x.status), Date.now() + timeoutMs + DEADLINE_GRACE_MS)
+  let v = await follow(g, s, p, first, 0, x => x.status === 'Running' || FINAL.has(x.status), Date.now() + timeoutMs + DEADLINE_GRACE_MS).finally(() => { p.done() })
   const report = async (): Promise<void> => {
     const m = await callBehavior<Manifest>(g, '/dms/node/deployment/manifest', { id: ensembleId }, { session: s })
     // one line, so that `tail -1` of stdout is the whole document
@@ -118,7 +120,8 @@ async function deploy (file: string, o: DeployOpts): Promise<void> {
   if (v.status === 'Running' && o.follow === true) {
     await report()
     // until it ends: there is no deadline to that but the poll count
-    v = await follow(g, s, v, x => FINAL.has(x.status), Date.now() + MAX_POLLS * POLL_MS)
+    const more = progress()
+    v = await follow(g, s, more, v, v.transitionCount, x => FINAL.has(x.status), Date.now() + MAX_POLLS * POLL_MS).finally(() => { more.done() })
   }
   await report()
   // its reason is on stderr already: the last transition printed is `Failed: <reason>`
