@@ -14,8 +14,11 @@ const FRAMES = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '
 /** Redraw period of the spinner: smooth to the eye, negligible CPU. */
 const FRAME_MS = 80
 
-export function progress (stream: NodeJS.WriteStream = process.stderr): Progress {
+export function progress (stream: NodeJS.WriteStream = process.stderr, opts: { terminalOnly?: boolean } = {}): Progress {
   if (stream.isTTY !== true) {
+    // a short wait whose outcome is the command's only news (`run --detach`, `wait`) says nothing
+    // off a terminal: a script reads its error as the first line of stderr
+    if (opts.terminalOnly === true) return { step: () => {}, done: () => {} }
     return { step: (text) => { stream.write(`${text}\n`) }, done: (text) => { if (text !== undefined) stream.write(`${text}\n`) } }
   }
   let current: string | undefined

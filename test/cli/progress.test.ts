@@ -23,6 +23,15 @@ describe('progress on stderr', () => {
     expect(text()).toBe('Preparing: collecting bids\nRunning: every allocation started\n')
   })
 
+  it('says nothing off a terminal when asked to (a short wait whose outcome is the only news)', async () => {
+    const { s, text } = stream(false)
+    const p = progress(s, { terminalOnly: true })
+    p.step('starting the daemon')
+    p.done()
+    await tick()
+    expect(text()).toBe('')
+  })
+
   it('is a spinner beside the current step on a terminal, each finished step left as a line', async () => {
     const { s, text } = stream(true)
     const p = progress(s)

@@ -63,7 +63,7 @@ export async function runDetached (dataDir: string, runArgs: string[], o: Output
     env: { ...process.env, DMS_PASSPHRASE: passphrase, DMS_LOG_FORMAT: 'json' }
   })
   await log.close()
-  const p = progress()
+  const p = progress(process.stderr, { terminalOnly: true })
   p.step(`starting the daemon (log: ${logPath})`)
   const outcome = await new Promise<{ ready: DaemonInfo } | { exit: number | null } | { timeout: true }>(resolve => {
     const timer = setTimeout(() => { resolve({ timeout: true }) }, timeoutMs)
@@ -202,7 +202,7 @@ export function register (program: Command): void {
     .option('--timeout <duration>', 'how long to wait (e.g. 30s, 2m)', '30s')
     .action(async (o: DirOpts) => {
       const g = globalsFrom(o)
-      const p = progress()
+      const p = progress(process.stderr, { terminalOnly: true })
       p.step(`waiting for the daemon of ${g.dataDir}`)
       const info = await waitReady(g, g.timeoutMs).finally(() => { p.done() })
       emit(o, { ready: true, pid: info.pid, api: info.api, peerId: info.peerId }, v => `${green('ready')}  pid ${v.pid}  api ${v.api}`)
