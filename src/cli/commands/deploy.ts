@@ -6,9 +6,9 @@ import { parseEnsemble, planEnsemble } from '../../services/orchestrator/ensembl
 import type { DeploymentView, Manifest } from '../../services/orchestrator/index.js'
 import { callBehavior, openSession, type Session } from '../call.js'
 import { progress, type Progress } from '../progress.js'
-import { DEFAULT_TIMEOUT_MS, globalsFrom, printJson, withCommon, type CliGlobals } from '../common.js'
+import { DEFAULT_TIMEOUT_MS, ago, emit, globalsFrom, printJson, table, withCommon, type CliGlobals, type OutputOpts } from '../common.js'
 
-interface CommonOpts { dataDir?: string, context?: string, timeout?: string }
+interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, timeout?: string }
 interface DeployOpts { dataDir?: string, context?: string, timeout: string, bidWindow?: string, colocate?: boolean, follow?: boolean, dryRun?: boolean }
 
 /** A long poll asks the daemon to answer within this (the envelope lifetime allows 10 min). */
@@ -147,7 +147,9 @@ export function register (program: Command): void {
   withCommon(d.command('list'))
     .description('the deployments this node orchestrates (or did), oldest first')
     .action(async (o: CommonOpts) => {
-      printJson(await callBehavior(globalsFrom(o), '/dms/node/deployment/list', {}))
+      emit(o, await callBehavior<{ deployments: DeploymentView[] }>(globalsFrom(o), '/dms/node/deployment/list', {}), v => table(
+        ['ID', 'STATUS', 'ALLOCATIONS', 'CREATED', 'REASON'],
+        v.deployments.map(x => [x.ensembleId.slice(0, 12), x.status, Object.keys(x.allocations).join(','), ago(x.createdAt), x.reason.slice(0, 60)])))
     })
 
   withCommon(d.command('status <id>'))
