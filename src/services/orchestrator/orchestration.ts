@@ -453,8 +453,12 @@ export class Orchestration {
       })
       if (allTasksDone) {
         const failures = failed.length
-        // Each ended allocation gave its resources and ports back already; what stays on the
-        // providers a while is their records and output, for `deployment logs`.
+        // Completed once every provider gave each ended allocation's resources and ports back
+        // (status with `wait` answers then, a moment after the status itself turned); what stays
+        // on the providers a while is their records and output, for `deployment logs`.
+        await Promise.all(Object.values(this.record.allocations).map(async a => {
+          if (a.handle !== undefined) await this.c.actor.invoke(a.handle as Handle, '/dms/allocation/status', { wait: true }, { timeout: PROVIDER_CALL_MS }).catch(() => {})
+        }))
         this.keeping = true
         await this.transition('Completed', failures === 0 ? 'every task completed' : `ended; ${failures} allocation(s) stayed down (failure_recovery: stay_down)`)
         await delay(TASK_OUTPUT_KEEP_MS, this.abort.signal)
