@@ -3,7 +3,7 @@ import type { z } from 'zod'
 import type { Actor, Destination } from '../actor/actor.js'
 import type { CallInfo } from '../actor/behavior.js'
 import type { Handle } from '../actor/types.js'
-import { InvalidArgument, NotFound, NotRunning, type DmsError } from '../lib/errors.js'
+import { InvalidArgument, NotFound, NotRunning, Timeout, type DmsError } from '../lib/errors.js'
 import { silentLogger } from '../lib/log.js'
 import { jsonSublevel, type JsonSublevel } from '../services/store.js'
 import type { Db } from '../store/db.js'
@@ -113,6 +113,8 @@ export interface ChannelService {
   list: () => ChannelInfo[]
   /** Connection state per peer of the channels' links. */
   peers: () => Array<{ peer: string, state: LinkState }>
+  /** Resolves when the link to `peer` is in `state` (at once if it is); rejects with `Timeout` after `timeoutMs`. */
+  waitFor: (peer: string, state: LinkState, timeoutMs: number) => Promise<void>
   // ---- the behaviours' side ----
   hello: (call: CallInfo, req: { name: string, last: number, acked: number }) => Promise<ChannelAck>
   deliver: (call: CallInfo, req: DeliverRequest) => Promise<ChannelAck>
@@ -135,6 +137,7 @@ export function createChannelService (init: ChannelServiceInit, c: ChannelServic
   const handlers = new Map<string, { handler: ChannelHandler, schema?: z.ZodType, group: number }>()
   const sync = init.syncWrites ?? true
   const links = new Map<string, Link>()
+  const watchers = new Set<{ peer: string, state: LinkState, done: () => void }>()
   let stopped = false
 
   const link = (peer: string): Link => {
@@ -146,7 +149,10 @@ export function createChannelService (init: ChannelServiceInit, c: ChannelServic
         misses,
         log,
         ping: async (p, timeout) => { await c.root().invoke(p, '/dms/channel/heartbeat', {}, { timeout }) },
-        onState: (p) => { for (const s of senders.values()) if (s.to.addr.peer === p) s.linkChanged() }
+        onState: (p, state) => {
+          for (const s of senders.values()) if (s.to.addr.peer === p) s.linkChanged()
+          for (const w of watchers) if (w.peer === p && w.state === state) w.done()
+        }
       })
       links.set(peer, l)
     }
@@ -241,6 +247,14 @@ export function createChannelService (init: ChannelServiceInit, c: ChannelServic
       return out
     },
     peers: () => [...links].filter(([, l]) => l.held || l.state !== 'connecting').map(([peer, l]) => ({ peer, state: l.state })),
+    async waitFor (peer, state, timeoutMs) {
+      if (links.get(peer)?.state === state) return
+      await new Promise<void>((resolve, reject) => {
+        const w = { peer, state, done: () => { clearTimeout(t); watchers.delete(w); resolve() } }
+        const t = setTimeout(() => { watchers.delete(w); reject(new Timeout(`the link to ${peer} did not become ${state} within ${timeoutMs} ms`)) }, timeoutMs)
+        watchers.add(w)
+      })
+    },
     async hello (call, req) {
       const r = await receiverFor(call, req.name)
       await r.hello(req.acked)
