@@ -10,6 +10,8 @@ export { allocationBehaviors } from './allocation/index.js'
 import portsList from './node/ports/list.js'
 import portsRelease from './node/ports/release.js'
 import portsReserve from './node/ports/reserve.js'
+import { channelBehaviors } from './channel/index.js'
+import channelsList from './node/channels/list.js'
 
 /**
  * Every behaviour of a dms node, one declaration per file. The dispatcher, `specs/behaviors.md`
@@ -26,7 +28,9 @@ export const behaviors = [
   portsList,
   actorsList,
   ...providerBehaviors,
-  ...deploymentBehaviors
+  ...deploymentBehaviors,
+  ...channelBehaviors,
+  channelsList
 ] as const
 
 /**

@@ -9,6 +9,7 @@ import type { ActorInfo } from '../src/actor/system.js'
 import type { AllocationControl, ProviderService } from '../src/services/provider/index.js'
 import type { ExecutorStatus } from '../src/services/executors/index.js'
 import type { DeploymentService, OrchestratorControl } from '../src/services/orchestrator/index.js'
+import type { ChannelService } from '../src/channel/index.js'
 
 /**
  * Every service a behaviour may ask for by name in `needs`. A handler receives exactly the ones it
@@ -30,6 +31,8 @@ export interface Services {
   provider: ProviderService
   /** Deployments this node orchestrates, and its bids as a provider. */
   deployments: DeploymentService
+  /** Reliable ordered channels between actors (specs/channel.md). */
+  channels: ChannelService
 }
 
 /** What an allocation actor's behaviours receive: their own allocation, nothing else. */

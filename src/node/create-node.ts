@@ -22,6 +22,7 @@ import { createExecutors } from '../services/executors/index.js'
 import { createProviderService, type ProviderService } from '../services/provider/index.js'
 import { createDeploymentService, type DeploymentService } from '../services/orchestrator/index.js'
 import { openDb, type Db } from '../store/db.js'
+import { createChannelService, type ChannelService, type ChannelServiceInit } from '../channel/index.js'
 import { resolveConfig, type Config, type ConfigInput } from './config.js'
 import type { NodeInfo } from './info.js'
 import { VERSION } from './version.js'
@@ -39,6 +40,8 @@ export interface NodeOptions {
   behaviors?: readonly AnyBehavior[]
   log?: Logger
   now?: () => number
+  /** Reliable channels: heartbeat interval and misses, window and outbox defaults (specs/channel.md). */
+  channels?: ChannelServiceInit
 }
 
 /** A started node. */
@@ -60,6 +63,8 @@ export interface Node {
   /** Relays an envelope signed elsewhere (the local API). */
   relay: (frame: Uint8Array, mode: 'send' | 'invoke' | 'broadcast') => Promise<RelayReply | undefined>
   stats: () => DispatchStats
+  /** Reliable ordered channels between actors: `open` to send, `receive` to handle (specs/channel.md). */
+  readonly channels: ChannelService
   /** The root actor, for spawning children. */
   readonly actors: { root: Actor, system: ActorSystem }
   stop: () => Promise<void>
@@ -159,6 +164,12 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       orchestratorBehaviors: orchestratorBehaviors as unknown as readonly AnyBehavior[],
       wantedCheckMs: config.wantedCheckMs
     })
+    const channels: ChannelService = createChannelService(opts.channels ?? {}, {
+      db,
+      root: () => system.root,
+      resolve: (dest) => system.resolveDestination(dest),
+      log: log.child({ part: 'channels' })
+    })
     const services: Services = {
       node: info,
       peers: network.peers,
@@ -170,7 +181,8 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       actors: { list: () => system.list() },
       executors: { status: () => executors.status() },
       provider,
-      deployments
+      deployments,
+      channels
     }
     const system: ActorSystem = new ActorSystem({
       identity,
@@ -213,6 +225,8 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
     // Deployments last: resumed orchestrators publish and call providers at once.
     await deployments.start()
     closers.push(async () => { await deployments.stop() })
+    // Channels stop first: their timers and calls end before the actors and the db they use.
+    closers.push(async () => { await channels.stop() })
 
     let stopped = false
     return {
@@ -230,6 +244,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
         return await system.relay(frame, mode)
       },
       stats: () => system.stats,
+      channels,
       actors: { root: system.root, system },
       stop: async () => {
         if (stopped) return
