@@ -9,6 +9,8 @@ import type { ActorInfo } from '../src/actor/system.js'
 import type { AllocationControl, ProviderService } from '../src/services/provider/index.js'
 import type { ExecutorStatus } from '../src/services/executors/index.js'
 import type { DeploymentService, OrchestratorControl } from '../src/services/orchestrator/index.js'
+import type { NodeEvents } from '../src/node/events.js'
+import type { LogControl } from '../src/lib/log.js'
 
 /**
  * Every service a behaviour may ask for by name in `needs`. A handler receives exactly the ones it
@@ -30,6 +32,10 @@ export interface Services {
   provider: ProviderService
   /** Deployments this node orchestrates, and its bids as a provider. */
   deployments: DeploymentService
+  /** The node's event stream (a bounded ring of recent events). */
+  events: NodeEvents
+  /** Log levels, changed at run time. */
+  logger: LogControl
 }
 
 /** What an allocation actor's behaviours receive: their own allocation, nothing else. */

@@ -20,6 +20,7 @@ import { register as registerAlloc } from './commands/alloc.js'
 import { assertDataDir, daemonPassphrase, ensureDataDir, register as registerDaemon, runDetached } from './commands/daemon.js'
 import { register as registerPeers } from './commands/peers.js'
 import { register as registerUnlock } from './commands/unlock.js'
+import { register as registerEvents } from './commands/events.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
@@ -171,6 +172,7 @@ export function buildProgram (): Command {
   registerDaemon(program)
   registerPeers(program)
   registerUnlock(program)
+  registerEvents(program)
   program.command('completion <shell>')
     .description('print a shell completion script: bash, zsh or fish (eval "$(dms completion bash)")')
     .action((shell: string) => { process.stdout.write(completionScript(program, shell)) })
