@@ -43,12 +43,15 @@ function loadAssets (): Map<string, Asset> {
   m.set('/ui/app.js', { type: js, body: file(join(dir, 'app.js')) })
   m.set('/ui/style.css', { type: 'text/css; charset=utf-8', body: file(join(dir, 'style.css')) })
   m.set('/ui/favicon.svg', { type: 'image/svg+xml', body: file(join(dir, 'favicon.svg')) })
+  // browsers ask for /favicon.ico whatever the page says: answer rather than log a 404
+  m.set('/favicon.ico', m.get('/ui/favicon.svg') as Asset)
   m.set('/ui/vendor/preact.mjs', { type: js, body: file(require.resolve('preact')) })
   // hooks import the bare specifier 'preact', which a browser cannot resolve without an import
   // map (an inline script the page's CSP would have to allow): point it at the served file
   const hooks = file(require.resolve('preact/hooks')).toString('utf8').replace(/from\s*(['"])preact\1/g, 'from"/ui/vendor/preact.mjs"')
   m.set('/ui/vendor/hooks.mjs', { type: js, body: Buffer.from(hooks) })
-  m.set('/ui/vendor/htm.mjs', { type: js, body: file(require.resolve('htm/dist/htm.mjs')) })
+  // htm's exports give require() its CommonJS build; the ES module lies beside it
+  m.set('/ui/vendor/htm.mjs', { type: js, body: file(join(dirname(require.resolve('htm')), 'htm.mjs')) })
   return m
 }
 
@@ -68,7 +71,7 @@ const LOG_MAX_BYTES = 64 * 1024
 
 export async function serveDashboard (node: ObserveNode, url: URL, req: IncomingMessage, res: ServerResponse, log: Logger): Promise<boolean> {
   const path = url.pathname
-  if (path === '/' || path.startsWith('/ui/')) {
+  if (path === '/' || path === '/favicon.ico' || path.startsWith('/ui/')) {
     assets ??= loadAssets()
     const a = assets.get(path)
     if (a === undefined) throw new NotFound(`no dashboard file ${path.slice(0, 100)}`)

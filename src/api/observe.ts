@@ -43,10 +43,11 @@ export async function serveObserve (node: ObserveNode, req: IncomingMessage, res
   return await serveDashboard(node, url, req, res, log)
 }
 
-/** `since`: a sequence number; events after it are sent (Last-Event-ID on a reconnect). */
-function parseSince (v: string | string[] | null | undefined): number {
+/** `since`: a sequence number, events after it are sent (Last-Event-ID on a reconnect); `now`: only new ones. */
+function parseSince (v: string | string[] | null | undefined, last: number): number {
   if (v === null || v === undefined || v === '') return 0
   const s = Array.isArray(v) ? v[0] : v
+  if (s === 'now') return last
   if (!/^\d{1,15}$/.test(s)) throw new BadRequest(`since must be an event sequence number, got '${s.slice(0, 40)}'`, { field: 'since' })
   return Number(s)
 }
@@ -57,7 +58,8 @@ function parseSince (v: string | string[] | null | undefined): number {
  * `since` (or after Last-Event-ID), then each new one as it happens, `id:` being its seq.
  */
 function serveEvents (events: NodeEvents, url: URL, req: IncomingMessage, res: ServerResponse): void {
-  const since = parseSince(url.searchParams.get('since') ?? req.headers['last-event-id'])
+  // a reconnecting EventSource sends Last-Event-ID: it wins over the URL's since
+  const since = parseSince(req.headers['last-event-id'] ?? url.searchParams.get('since'), events.last)
   const follow = url.searchParams.get('follow') === '1' || (req.headers.accept ?? '').includes('text/event-stream')
   if (!follow) {
     const body = JSON.stringify({ events: events.since(since), first: events.first, last: events.last })
