@@ -218,4 +218,7 @@ function App () {
     <main data-page=${page}><${View} tick=${events.count} /></main>`
 }
 
-render(html`<${App} />`, document.getElementById('app'))
+// preact renders beside what the container holds: drop the static placeholder first
+const root = document.getElementById('app')
+root.textContent = ''
+render(html`<${App} />`, root)
