@@ -3,6 +3,8 @@ import { peerBehaviors } from './node/peers/index.js'
 import { capBehaviors } from './cap/index.js'
 import { resourceBehaviors } from './node/onboarding/index.js'
 import actorsList from './node/actors/list.js'
+import nodeEvents from './node/events.js'
+import loggerConfig from './node/logger/config.js'
 import { providerBehaviors } from './deployment/index.js'
 import { deploymentBehaviors } from './node/deployment/index.js'
 export { orchestratorBehaviors } from './orchestrator/index.js'
@@ -27,6 +29,8 @@ export const behaviors = [
   portsRelease,
   portsList,
   actorsList,
+  nodeEvents,
+  loggerConfig,
   ...providerBehaviors,
   ...deploymentBehaviors,
   ...channelBehaviors,

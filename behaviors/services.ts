@@ -10,6 +10,8 @@ import type { AllocationControl, ProviderService } from '../src/services/provide
 import type { ExecutorStatus } from '../src/services/executors/index.js'
 import type { DeploymentService, OrchestratorControl } from '../src/services/orchestrator/index.js'
 import type { ChannelService } from '../src/channel/index.js'
+import type { NodeEvents } from '../src/node/events.js'
+import type { LogControl } from '../src/lib/log.js'
 
 /**
  * Every service a behaviour may ask for by name in `needs`. A handler receives exactly the ones it
@@ -33,6 +35,10 @@ export interface Services {
   deployments: DeploymentService
   /** Reliable ordered channels between actors (specs/channel.md). */
   channels: ChannelService
+  /** The node's event stream (a bounded ring of recent events). */
+  events: NodeEvents
+  /** Log levels, changed at run time. */
+  logger: LogControl
 }
 
 /** What an allocation actor's behaviours receive: their own allocation, nothing else. */

@@ -5,11 +5,12 @@ import { allocationBehaviors, behaviors, orchestratorBehaviors } from '../behavi
 import type { AnyBehavior } from '../src/actor/behavior.js'
 import { behaviorsMarkdown } from '../src/cli/behavior-docs.js'
 import { buildProgram } from '../src/cli/main.js'
+import { metricsMarkdown } from '../src/node/metrics.js'
 import type { Command } from 'commander'
 
 /**
- * Generates the artefacts derived from code: specs/behaviors.md (from the declarations) and
- * specs/cli.md (every command's --help). `--check` fails, naming the file, when a committed copy
+ * Generates the artefacts derived from code: specs/behaviors.md (from the declarations),
+ * specs/cli.md (every command's --help) and specs/metrics.md (the metrics a node registers). `--check` fails, naming the file, when a committed copy
  * has drifted.
  */
 const ROOT = resolve(import.meta.dirname, '..')
@@ -36,7 +37,8 @@ const files: Record<string, string> = {
     intro: 'Every deployment is run by an orchestrator actor on the node it was deployed from (inbox `orch/<ensembleId>`, a key of its own; see deployments.md). Providers invoke these on its handle, which a bid request carries. Neither needs a capability: a bid proves itself by its signature, and `wanted` only tells the calling provider about its own part.',
     list: orchestratorBehaviors as unknown as readonly AnyBehavior[]
   }]),
-  'specs/cli.md': cliMarkdown()
+  'specs/cli.md': cliMarkdown(),
+  'specs/metrics.md': await metricsMarkdown()
 }
 
 const check = process.argv.includes('--check')

@@ -7,6 +7,7 @@ import {
 import { didFromPeerId } from '../identity/did.js'
 import type { AuthorizeRequest } from '../security/authorizer.js'
 import type { Actor } from './actor.js'
+import type { ActorObserver } from './observer.js'
 import type { CallInfo } from './behavior.js'
 import { MAX_ENVELOPE_LIFETIME_MS, REPLY_PREFIX } from './constants.js'
 import { decodeEnvelope, peekHeader, verifyEnvelope, type DecodedEnvelope, type Header } from './envelope.js'
@@ -48,6 +49,8 @@ export interface InboundParts {
   stats: DispatchStats
   now: () => number
   log: Logger
+  /** Metrics hooks (observer.ts); absent in most tests. */
+  observer?: ActorObserver
 }
 
 /** The outcome of the checks every envelope passes before dispatch. */
@@ -234,17 +237,25 @@ export class Inbound {
   private authorize (actor: Actor, entry: Registered, env: Envelope, origin: FrameOrigin): void {
     const capability = entry.capability
     // An actor may always call itself; a child actor obeys the context that controls it.
+    const obs = this.p.observer
     if (capability === null || env.from.id === actor.identity.did || (actor.inbox !== ROOT_INBOX && env.from.id === actor.handle.did)) {
+      obs?.capability(capability === null ? 'public' : 'self')
       this.admit(actor, entry, env, origin)
       return
     }
     const req: AuthorizeRequest = { invoker: env.from.id, audience: actor.identity.did, capability, topic: env.topic, proofs: env.cap ?? [], now: this.p.now() }
     if (actor.authorizer.allowsNow?.(req) === true) {
+      obs?.capability('cached')
       this.admit(actor, entry, env, origin)
       return
     }
-    actor.authorizer.authorize(req).then(() => { this.admit(actor, entry, env, origin) }, (err: unknown) => {
-      this.refuse(err instanceof DmsError ? err : new Unauthorized(String(err), { reason: 'error' }), env, origin, actor)
+    actor.authorizer.authorize(req).then(() => {
+      obs?.capability('cold')
+      this.admit(actor, entry, env, origin)
+    }, (err: unknown) => {
+      const refusal = err instanceof DmsError ? err : new Unauthorized(String(err), { reason: 'error' })
+      obs?.capability('refused', typeof refusal.fields.reason === 'string' ? refusal.fields.reason : refusal.name)
+      this.refuse(refusal, env, origin, actor)
     }).catch((err: unknown) => { this.dispatchFailed(env, err) })
   }
 
@@ -259,6 +270,7 @@ export class Inbound {
     const refuse = (err: DmsError): void => { this.refuse(err, env, origin, actor) }
     const job = (): Promise<void> | undefined => this.runHandler(actor, entry, env, origin)
     const admitted = entry.decl.readOnly === true ? actor.mailbox.admitReader(job) : actor.mailbox.admit(job, refuse)
+    if (admitted !== 'ok') this.p.observer?.mailboxRefused(actor.kind, admitted)
     if (admitted === 'full') {
       const { running, queued } = actor.mailbox.depth
       refuse(new Overloaded(`the mailbox of ${actor.inbox} is full (${running} running, ${queued} queued)`, { retryAfterMs: 100 }))
@@ -323,6 +335,7 @@ export class Inbound {
   }
 
   private answer (actor: Actor, env: Envelope, result: Reply): void {
+    this.p.observer?.handled(env.be, 'error' in result ? result.error.name : 'ok', actor.kind)
     if (env.cont === undefined) {
       if ('error' in result) this.p.log.info({ be: env.be, from: env.from.id, error: result.error }, 'a one-way message failed; the sender asked for no reply')
       return
@@ -333,6 +346,7 @@ export class Inbound {
   private refuse (err: DmsError, header: Header | undefined, origin: FrameOrigin, replier?: Actor): void {
     if (err instanceof LateReply) { this.p.stats.lateReplies++; return }
     this.p.stats.refused[err.name] = (this.p.stats.refused[err.name] ?? 0) + 1
+    this.p.observer?.handled(header?.be, err.name, replier?.kind ?? 'none')
     if (header?.cont === undefined || origin.via === 'gossip') {
       this.p.stats.unanswerable++
       this.p.log.debug({ err: err.toWire(), from: origin.peer, be: header?.be, via: origin.via }, 'refused an envelope that has no reply-to')

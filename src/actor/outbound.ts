@@ -5,6 +5,7 @@ import type { Actor, CallOptions, Destination } from './actor.js'
 import { DEFAULT_ENVELOPE_LIFETIME_MS, MAX_ENVELOPE_LIFETIME_MS, REPLY_PREFIX } from './constants.js'
 import { decodeEnvelope, encodeEnvelope, newNonce, verifyEnvelope } from './envelope.js'
 import { isThenable, type Reply } from './inbound.js'
+import type { ActorObserver } from './observer.js'
 import { PendingReplies } from './pending.js'
 import { ROOT_INBOX, type Envelope, type FrameOrigin, type Handle, type Transport } from './types.js'
 import { errorFromWire } from '../lib/errors.js'
@@ -23,6 +24,8 @@ export interface OutboundParts {
   isStopped: () => boolean
   now: () => number
   log: Logger
+  /** Metrics hooks (observer.ts). */
+  observer?: ActorObserver
 }
 
 /**
@@ -95,9 +98,19 @@ export class Outbound {
     const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce: newNonce(), exp: deadline, cont, msg: payload, cap: isThenable(found) ? await found : found }
     const frame = encodeEnvelope(env, actor.signer)
     const replied = this.p.pending.wait(cont, to.addr.peer, deadline, behavior, actor)
+    const obs = this.p.observer
+    obs?.sent(behavior, 'invoke')
+    const t0 = obs === undefined ? 0 : performance.now()
     this.route(frame, to.addr.peer, deadline).catch((err: unknown) => { this.p.pending.fail(cont, err) })
-    const reply = await replied
-    return unwrapReply<T>(reply.msg)
+    try {
+      const reply = await replied
+      const value = unwrapReply<T>(reply.msg)
+      obs?.invoked(behavior, 'ok', (performance.now() - t0) / 1000)
+      return value
+    } catch (err) {
+      obs?.invoked(behavior, err instanceof Error ? err.name : 'Error', (performance.now() - t0) / 1000)
+      throw err
+    }
   }
 
   async sendAs (actor: Actor, destination: Destination, behavior: string, payload: unknown, opts: CallOptions): Promise<void> {
@@ -105,6 +118,7 @@ export class Outbound {
     const to = this.resolveDestination(destination)
     const found = this.proofsFor(actor, to, behavior, undefined, opts)
     const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce: newNonce(), exp: deadline, msg: payload, cap: isThenable(found) ? await found : found }
+    this.p.observer?.sent(behavior, 'send')
     await this.route(encodeEnvelope(env, actor.signer), to.addr.peer, deadline)
   }
 
@@ -113,6 +127,7 @@ export class Outbound {
     const to: Handle = { id: actor.handle.id, did: actor.handle.did, addr: { peer: '*', inbox: ROOT_INBOX } }
     const found = this.proofsFor(actor, to, behavior, topic, opts)
     const env: Envelope = { v: 1, to, from: actor.handle, be: behavior, nonce: newNonce(), exp: deadline, topic, msg: payload, cap: isThenable(found) ? await found : found }
+    this.p.observer?.sent(behavior, 'publish')
     await this.p.transport.publish(topic, encodeEnvelope(env, actor.signer))
   }
 
@@ -132,6 +147,7 @@ export class Outbound {
     const now = this.p.now()
     if (env.exp <= now) throw new Expired('the envelope expired before it was relayed')
     checkLifetime(env.exp, now)
+    this.p.observer?.sent(env.be, 'relay')
     if (mode === 'broadcast') {
       if (env.topic === undefined) throw new BadRequest('a broadcast envelope needs a topic')
       await this.p.transport.publish(env.topic, frame)
@@ -155,6 +171,7 @@ export class Outbound {
     // An error about expiry must still reach the caller: give such replies a short fresh lifetime.
     const deadline = Math.max(exp, this.p.now() + 5_000)
     const env: Envelope = { v: 1, to, from: actor.handle, be: cont, nonce: newNonce(), exp: deadline, msg: reply }
+    this.p.observer?.sent('reply', 'reply')
     const limit = this.p.transport.maxFrameBytes
     let frame: Uint8Array
     try {

@@ -11,6 +11,7 @@ import {
 } from './constants.js'
 import { Inbound, type DispatchStats } from './inbound.js'
 import { RateLimiter } from './limiter.js'
+import type { ActorObserver } from './observer.js'
 import type { MailboxLimits as ActorMailboxLimits } from './mailbox.js'
 import { Outbound, type RelayReply } from './outbound.js'
 import { PendingReplies } from './pending.js'
@@ -18,6 +19,7 @@ import { ReplayGuard } from './replay.js'
 import { ROOT_INBOX, type Handle, type Transport } from './types.js'
 
 export { Actor, type CallOptions, type Destination } from './actor.js'
+export type { ActorObserver } from './observer.js'
 export type { DispatchStats, Reply } from './inbound.js'
 export { unwrapReply, type RelayReply } from './outbound.js'
 
@@ -47,6 +49,8 @@ export interface ActorSystemInit {
    * third parties after the fact (costs one Ed25519 signature per envelope).
    */
   signAllEnvelopes?: boolean
+  /** Metrics hooks (observer.ts). */
+  observer?: ActorObserver
 }
 
 export interface ActorInit {
@@ -119,7 +123,8 @@ export class ActorSystem implements ActorHost {
       reply: (actor, to, cont, exp, reply) => { this.outbound.reply(actor, to, cont, exp, reply) },
       stats: this.stats,
       now,
-      log: this.log
+      log: this.log,
+      observer: init.observer
     })
     this.outbound = new Outbound({
       peerId: this.peerId,
@@ -129,7 +134,8 @@ export class ActorSystem implements ActorHost {
       deliverLocal: (frame, origin, verified) => { this.inbound.onFrame(frame, origin, verified) },
       isStopped: () => this.stopped,
       now,
-      log: this.log
+      log: this.log,
+      observer: init.observer
     })
     this.root = new Actor(this, { identity: init.identity, inbox: ROOT_INBOX, controller: init.identity.did, kind: 'node', behaviors: init.behaviors, services: init.services, authorizer: init.authorizer, proofs: init.proofs, mailbox: this.mailbox })
     this.actors.set(ROOT_INBOX, this.root)

@@ -5,6 +5,7 @@ import type { Logger } from 'pino'
 import type { RelayReply } from '../actor/system.js'
 import type { Handle } from '../actor/types.js'
 import { BadRequest, DmsError, FrameTooLarge, NotFound, Unauthorized, toWireError } from '../lib/errors.js'
+import { serveObserve, type ObserveNode } from './observe.js'
 
 /**
  * The daemon's local HTTP API, bound to 127.0.0.1 only. It relays envelopes the CLI signed with
@@ -15,6 +16,9 @@ import { BadRequest, DmsError, FrameTooLarge, NotFound, Unauthorized, toWireErro
  *   POST /api/v1/actor/invoke      body: one envelope frame (application/octet-stream) → {from, reply}
  *   POST /api/v1/actor/send        → {}
  *   POST /api/v1/actor/broadcast   → {}
+ *   GET  /metrics                  → Prometheus text format (observe.ts)
+ *   GET  /api/v1/events?since=N    → the event stream: JSON, or Server-Sent Events to follow (observe.ts)
+ *   GET  /, /ui/…, /api/v1/ui/…    → the dashboard and its read-only data (dashboard.ts)
  * Errors: HTTP 4xx/5xx with {error: {name, code, message, ...}}.
  *
  * Loopback is not a boundary against browsers: any page the operator opens can send requests to
@@ -28,6 +32,9 @@ import { BadRequest, DmsError, FrameTooLarge, NotFound, Unauthorized, toWireErro
 export interface ApiNode {
   readonly self: Handle
   relay: (frame: Uint8Array, mode: 'send' | 'invoke' | 'broadcast') => Promise<RelayReply | undefined>
+  /** Metrics, events and the dashboard's data; without it those routes answer NotFound. */
+  observe?: ObserveNode['observe']
+  invoke?: ObserveNode['invoke']
 }
 
 export interface ApiServer {
@@ -72,10 +79,15 @@ export async function startApi (node: ApiNode, opts: { port: number, maxBodyByte
 interface Own { authorities: ReadonlySet<string>, origins: ReadonlySet<string> }
 
 async function handle (node: ApiNode, opts: { maxBodyBytes: number, log: Logger, own: Own }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const t0 = performance.now()
+  // at debug: one line per request once answered (what the operator turns on to see the API work)
+  res.once('finish', () => { opts.log.debug({ method: req.method, url: req.url?.slice(0, 100), status: res.statusCode, ms: Math.round(performance.now() - t0) }, 'API request') })
   try {
     checkCaller(req, opts.own, opts.log)
     const url = req.url ?? '/'
     if (req.method === 'GET' && url === '/api/v1/actor/handle') return json(res, 200, node.self)
+    if (req.method === 'GET' && node.observe !== undefined && node.invoke !== undefined &&
+      await serveObserve({ self: node.self, observe: node.observe, invoke: node.invoke }, req, res, opts.log)) return
     const m = /^\/api\/v1\/actor\/(send|invoke|broadcast)$/.exec(url)
     if (req.method !== 'POST' || m === null) throw new NotFound(`no route ${req.method ?? ''} ${url}`)
     const body = await readBody(req, opts.maxBodyBytes)
@@ -86,6 +98,8 @@ async function handle (node: ApiNode, opts: { maxBodyBytes: number, log: Logger,
     const errorId = err instanceof DmsError ? undefined : randomUUID()
     const wire = toWireError(err, errorId)
     if (errorId !== undefined) opts.log.error({ err, errorId }, 'API request failed')
+    // a route that already began its answer (an event stream) ends it; nothing else can be said
+    if (res.headersSent) { res.end(); return }
     json(res, STATUS[wire.name] ?? 500, { error: wire })
   }
 }
@@ -119,7 +133,7 @@ async function readBody (req: IncomingMessage, limit: number): Promise<Uint8Arra
   return new Uint8Array(Buffer.concat(chunks))
 }
 
-function json (res: ServerResponse, status: number, value: unknown): void {
+export function json (res: ServerResponse, status: number, value: unknown): void {
   const body = JSON.stringify(value)
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
   res.end(body)

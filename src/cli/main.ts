@@ -21,6 +21,7 @@ import { assertDataDir, daemonPassphrase, ensureDataDir, register as registerDae
 import { register as registerPeers } from './commands/peers.js'
 import { register as registerUnlock } from './commands/unlock.js'
 import { register as registerDeploy } from './commands/deploy.js'
+import { register as registerEvents } from './commands/events.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
@@ -172,6 +173,7 @@ export function buildProgram (): Command {
   registerDaemon(program)
   registerPeers(program)
   registerUnlock(program)
+  registerEvents(program)
   program.command('completion <shell>')
     .description('print a shell completion script: bash, zsh or fish (eval "$(dms completion bash)")')
     .action((shell: string) => { process.stdout.write(completionScript(program, shell)) })

@@ -95,6 +95,23 @@ export interface Network {
   start: () => Promise<void>
   /** Stops hello, bootstrap, the transport and libp2p, in that order; leaves no timer behind. */
   stop: () => Promise<void>
+  /**
+   * Calls `listener` on what an operator watches (events, metrics): a peer's first connection
+   * opened or its last one closed, a valid hello heard. Returns the unsubscribe function.
+   */
+  onPeerEvent: (listener: (e: NetworkEvent) => void) => () => void
+  /** libp2p's connections and open streams by protocol, counted now (cheap: in-memory lists). */
+  connectionStats: () => ConnectionStats
+}
+
+export type NetworkEvent =
+  | { type: 'peer.connected' | 'peer.disconnected', peer: string }
+  | { type: 'hello.heard', peer: string, did: string }
+
+export interface ConnectionStats {
+  connections: { inbound: number, outbound: number }
+  /** Open streams by protocol id. */
+  streams: Record<string, number>
 }
 
 type Status = 'created' | 'starting' | 'running' | 'stopping' | 'stopped'
@@ -160,7 +177,15 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
     }
   })
   const announcer = new HelloAnnouncer(node.services.pubsub, init.helloIntervalMs ?? DEFAULT_HELLO_INTERVAL_MS, log.child({ part: 'hello' }))
-  const peers = new Peers({ node, book, handshakes, greet: () => announcer.greet, log: log.child({ part: 'peers' }) })
+  const listeners = new Set<(e: NetworkEvent) => void>()
+  const tell = (e: NetworkEvent): void => {
+    for (const l of listeners) {
+      try { l(e) } catch (err) { log.warn({ err, event: e.type }, 'a network event listener failed') }
+    }
+  }
+  const peers = new Peers({ node, book, handshakes, greet: () => announcer.greet, onHello: (h) => { tell({ type: 'hello.heard', peer: h.peerId, did: h.did }) }, log: log.child({ part: 'peers' }) })
+  const onConnect = (evt: CustomEvent<{ toString: () => string }>): void => { tell({ type: 'peer.connected', peer: evt.detail.toString() }) }
+  const onDisconnect = (evt: CustomEvent<{ toString: () => string }>): void => { tell({ type: 'peer.disconnected', peer: evt.detail.toString() }) }
   const transport: ActorTransport = createActorTransport({ maxFrameBytes }, {
     node,
     connect: async (peer, signal) => await peers.dialPeer(peer, signal),
@@ -193,6 +218,8 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
     stopping.abort()
     node.removeEventListener('peer:discovery', onDiscovery)
     node.removeEventListener('self:peer:update', forgetAddrs)
+    node.removeEventListener('peer:connect', onConnect)
+    node.removeEventListener('peer:disconnect', onDisconnect)
     addrCache = undefined
     await announcer.stop()
     await bootstrap.stop()
@@ -214,6 +241,22 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
       return addrs
     },
     setHelloCallbacks: (callbacks) => { announcer.setCallbacks(callbacks) },
+    onPeerEvent: (listener) => {
+      listeners.add(listener)
+      return () => { listeners.delete(listener) }
+    },
+    connectionStats: () => {
+      const stats: ConnectionStats = { connections: { inbound: 0, outbound: 0 }, streams: {} }
+      for (const c of node.getConnections()) {
+        stats.connections[c.direction]++
+        for (const s of c.streams) {
+          // a protocol id is chosen by this node's own handlers or dials: a bounded set
+          const p = s.protocol ?? 'negotiating'
+          stats.streams[p] = (stats.streams[p] ?? 0) + 1
+        }
+      }
+      return stats
+    },
     findAddrs: async (id, signal) => {
       if (status !== 'running') throw new NotRunning('the network is not running')
       return await peers.findAddrs(id, signal)
@@ -231,6 +274,8 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
         transport.subscribe(HELLO_TOPIC)
         node.addEventListener('peer:discovery', onDiscovery)
         node.addEventListener('self:peer:update', forgetAddrs)
+        node.addEventListener('peer:connect', onConnect)
+        node.addEventListener('peer:disconnect', onDisconnect)
       } catch (err) {
         // e.g. the listen port is taken: leave nothing running behind.
         await teardown().catch(() => {})

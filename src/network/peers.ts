@@ -60,6 +60,8 @@ export interface PeersComponents {
   handshakes: Handshakes
   /** The greeting callback, once the actor layer installed it. */
   greet: () => ((peerId: string) => Promise<void>) | undefined
+  /** A valid hello from another peer was recorded (events, metrics). */
+  onHello?: (hello: { peerId: string, did: string }) => void
   log: Logger
 }
 
@@ -218,6 +220,7 @@ export class Peers implements PeerService {
     await this.c.book.merge(peerId, { did, addrs, lastHelloAt: new Date().toISOString() })
     this.c.handshakes.heard(peerId)
     this.log.debug({ peer: peerId, did }, 'hello heard')
+    this.c.onHello?.({ peerId, did })
     const id = peerIdFromString(peerId)
     if (addrs.length > 0) {
       // patch, not merge: the peer's own announcement is its address list now, and repeated

@@ -12,7 +12,7 @@ import type { Identity } from '../identity/identity.js'
 import { ActorKeys } from '../identity/actor-keys.js'
 import { Keystore } from '../identity/keystore.js'
 import { NotRunning } from '../lib/errors.js'
-import { silentLogger } from '../lib/log.js'
+import { logControlOf, silentLogger, type LogControl } from '../lib/log.js'
 import { HELLO_TOPIC, createNetwork, type Network } from '../network/index.js'
 import { createCapabilities, type Capabilities } from '../security/index.js'
 import { createMachineServices, type MachineServices } from '../services/index.js'
@@ -24,7 +24,12 @@ import { createDeploymentService, type DeploymentService } from '../services/orc
 import { openDb, type Db } from '../store/db.js'
 import { createChannelService, type ChannelService, type ChannelServiceInit } from '../channel/index.js'
 import { resolveConfig, type Config, type ConfigInput } from './config.js'
+import { createNodeEvents, type NodeEvents } from './events.js'
 import type { NodeInfo } from './info.js'
+import { createMetrics, type MetricsSources, type NodeMetrics } from './metrics.js'
+import type { LogChunk, LogStream } from '../services/allocations/index.js'
+import type { CapService } from '../security/service.js'
+import type { NodeStateService } from '../services/node-state/index.js'
 import { VERSION } from './version.js'
 
 export interface NodeOptions {
@@ -67,6 +72,16 @@ export interface Node {
   readonly channels: ChannelService
   /** The root actor, for spawning children. */
   readonly actors: { root: Actor, system: ActorSystem }
+  /**
+   * What the daemon shows operators: the event stream, the metrics registry, the log levels and
+   * an allocation's output (read-only; the dashboard's log view).
+   */
+  readonly observe: {
+    events: NodeEvents
+    metrics: NodeMetrics
+    logs: LogControl
+    allocationLogs: (id: string, o: { stream: LogStream, offset: number, maxBytes: number, wait: boolean, signal: AbortSignal }) => Promise<LogChunk & { ended: boolean }>
+  }
   stop: () => Promise<void>
 }
 
@@ -82,6 +97,12 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
   const now = opts.now ?? Date.now
 
   const identity = opts.identity ?? await new Keystore(dataDir).loadOrCreate('dms', requirePassphrase(opts.passphrase))
+  const events = createNodeEvents({ now })
+  const logs = logControlOf(log)
+  // Behaviour paths this node declares: the metrics' `behavior` label takes these and `other`.
+  const declared = [...builtinBehaviors, ...allocationBehaviors, ...orchestratorBehaviors, ...(opts.behaviors ?? [])].map(b => b.path)
+  let metricSources: MetricsSources | undefined
+  const metrics = createMetrics({ behaviors: declared }, () => metricSources)
   const closers: Array<() => Promise<void>> = []
   const closeAll = async (): Promise<void> => {
     for (const close of closers.reverse()) {
@@ -124,6 +145,22 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       // a workload that ended for good gives back its resources and ports
       onEnded: async (record) => { await provider.releaseReservation(record.id) }
     })
+    // onChange fires on every record write (health checks too): an event only when the status moved
+    const lastStatus = new Map<string, string>()
+    const unwatchAllocations = runtime.onChange((r) => {
+      if (lastStatus.get(r.id) === r.status) return
+      events.emit('allocation.status', { id: r.id, status: r.status, reason: r.reason.slice(0, 200), executor: r.executor })
+      if (r.status === 'completed' || r.status === 'failed' || r.status === 'stopped') lastStatus.delete(r.id); else lastStatus.set(r.id, r.status)
+    })
+    closers.push(async () => { unwatchAllocations() })
+    let onboarded = JSON.stringify(machine.resources.snapshot().onboarded)
+    const unwatchLedger = machine.resources.onChange((snap) => {
+      const now = JSON.stringify(snap.onboarded)
+      if (now === onboarded) return
+      onboarded = now
+      events.emit('onboarding.changed', { onboarded: snap.onboarded !== null, ...(snap.onboarded !== null ? { resources: { cpuCores: snap.onboarded.cpuCores, ramBytes: snap.onboarded.ramBytes, diskBytes: snap.onboarded.diskBytes, gpus: snap.onboarded.gpus.length } } : {}) })
+    })
+    closers.push(async () => { unwatchLedger() })
     // The ledger and the port table are owned by child actors (spawned below, once the system
     // exists): the node's behaviours read them directly and send every change to their owner.
     let owners: { resources: Actor, ports: Actor } | undefined
@@ -162,7 +199,15 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       remoteCommits: () => provider.remoteCommits(),
       releaseCommit: async (ensembleId, owner) => { await provider.revert(owner, ensembleId) },
       orchestratorBehaviors: orchestratorBehaviors as unknown as readonly AnyBehavior[],
-      wantedCheckMs: config.wantedCheckMs
+      wantedCheckMs: config.wantedCheckMs,
+      onChange: (() => {
+        const seen = new Map<string, number>()
+        return (r) => {
+          if (seen.get(r.ensembleId) === r.transitionCount) return
+          seen.set(r.ensembleId, r.transitionCount)
+          events.emit('deployment.status', { ensembleId: r.ensembleId, status: r.status, reason: r.reason.slice(0, 200) })
+        }
+      })()
     })
     const channels: ChannelService = createChannelService(opts.channels ?? {}, {
       db,
@@ -177,13 +222,16 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       resources,
       ports,
       hardware: machine.hardware,
-      nodeState: machine.nodeState,
+      nodeState: watchNodeState(machine.nodeState, events),
       actors: { list: () => system.list() },
       executors: { status: () => executors.status() },
       provider,
       deployments,
-      channels
+      channels,
+      events,
+      logger: logs
     }
+    services.caps = watchCaps(caps.service, events)
     const system: ActorSystem = new ActorSystem({
       identity,
       transport: network.transport,
@@ -194,6 +242,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       now,
       log: log.child({ part: 'actor' }),
       signAllEnvelopes: config.signAllEnvelopes,
+      observer: metrics.observer,
       limits: {
         perSenderRate: config.limits.perSenderRate,
         perSenderBurst: config.limits.perSenderBurst,
@@ -214,9 +263,32 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
     closers.push(async () => { await provider.stop() })
     const unwatch = network.transport.onPeerDisconnect(peer => { system.peerGone(peer) })
     closers.push(async () => { unwatch() })
+    const unwatchPeers = network.onPeerEvent((e) => {
+      if (e.type === 'hello.heard') {
+        metrics.helloHeard()
+        events.emit(e.type, { peer: e.peer, did: e.did })
+      } else {
+        events.emit(e.type, { peer: e.peer })
+      }
+    })
+    closers.push(async () => { unwatchPeers() })
+    metricSources = {
+      actors: () => system.list(),
+      dispatch: () => system.stats,
+      peers: async () => await network.peers.list(),
+      connections: () => network.connectionStats(),
+      ledger: () => machine.resources.snapshot(),
+      allocations: () => provider.list(),
+      deployments: () => deployments.list(),
+      nodeState: () => machine.nodeState.get().state,
+      node: { version: VERSION, startedAt }
+    }
 
     network.setHelloCallbacks({
-      announce: async () => { await system.root.publish(HELLO_TOPIC, '/broadcast/hello', { did: identity.did, addrs: network.addrs() }, { timeout: HELLO_LIFETIME_MS }) },
+      announce: async () => {
+        await system.root.publish(HELLO_TOPIC, '/broadcast/hello', { did: identity.did, addrs: network.addrs() }, { timeout: HELLO_LIFETIME_MS })
+        metrics.helloSent()
+      },
       greet: async (peerId: string) => { await system.root.invoke(peerId, '/public/hello', {}, { timeout: HELLO_LIFETIME_MS }) }
     })
     await network.start()
@@ -227,6 +299,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
     closers.push(async () => { await deployments.stop() })
     // Channels stop first: their timers and calls end before the actors and the db they use.
     closers.push(async () => { await channels.stop() })
+    events.emit('node.started', { peerId: identity.peerId, did: identity.did, version: VERSION, state: machine.nodeState.get().state })
 
     let stopped = false
     return {
@@ -246,6 +319,19 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       stats: () => system.stats,
       channels,
       actors: { root: system.root, system },
+      observe: {
+        events,
+        metrics,
+        logs,
+        allocationLogs: async (id, o) => {
+          const chunk = await runtime.readLogs(id, o)
+          const ended = (): boolean => { const s = runtime.get(id)?.status; return s === undefined || s === 'completed' || s === 'failed' || s === 'stopped' }
+          if (!o.wait || chunk.data !== '' || !chunk.eof || ended()) return { ...chunk, ended: ended() && chunk.eof }
+          await runtime.waitForLogs(id, { stream: o.stream, offset: o.offset, signal: o.signal })
+          const next = await runtime.readLogs(id, o)
+          return { ...next, ended: ended() && next.eof }
+        }
+      },
       stop: async () => {
         if (stopped) return
         stopped = true
@@ -270,4 +356,62 @@ const HELLO_LIFETIME_MS = 10_000
 function requirePassphrase (p: string | undefined): string {
   if (p === undefined || p === '') throw new NotRunning('createNode needs `identity` or `passphrase` to open the node key')
   return p
+}
+
+/** The node-state service, telling the event stream when the state moved. */
+function watchNodeState (inner: NodeStateService, events: NodeEvents): NodeStateService {
+  const told = (before: string, after: string): void => {
+    if (before !== after) events.emit('node.state', { state: after, previous: before })
+  }
+  return {
+    start: async () => { await inner.start() },
+    stop: async () => { await inner.stop() },
+    get: () => inner.get(),
+    set: async (state) => {
+      const r = await inner.set(state)
+      told(r.previous, r.state)
+      return r
+    },
+    refusal: (kind) => inner.refusal(kind),
+    setLabels: async (labels) => await inner.setLabels(labels),
+    removeLabels: async (keys) => await inner.removeLabels(keys),
+    checkDrained: async () => {
+      const before = inner.get().state
+      const after = await inner.checkDrained()
+      told(before, after)
+      return after
+    }
+  }
+}
+
+/**
+ * The capability service, telling the event stream about anchors added or removed and tokens
+ * revoked: kinds and token ids, never a token's text.
+ */
+function watchCaps (inner: CapService, events: NodeEvents): CapService {
+  return {
+    context: inner.context,
+    list: async () => await inner.list(),
+    addAnchor: async (kind, value) => {
+      const v = await inner.addAnchor(kind, value)
+      events.emit('cap.anchor.added', { kind })
+      return v
+    },
+    removeAnchor: async (kind, ref) => {
+      const v = await inner.removeAnchor(kind, ref)
+      events.emit('cap.anchor.removed', { kind })
+      return v
+    },
+    revoke: async (record) => {
+      const r = await inner.revoke(record)
+      events.emit('cap.revoked', { id: r.id, issuer: record.iss })
+      return r
+    },
+    receiveRevocation: async (record) => {
+      const r = await inner.receiveRevocation(record)
+      if (r.fresh) events.emit('cap.revoked', { id: r.id, issuer: record.iss, via: 'gossip' })
+      return r
+    },
+    checkRevocation: (record) => inner.checkRevocation(record)
+  }
 }

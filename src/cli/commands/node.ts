@@ -2,6 +2,7 @@ import type { Command } from 'commander'
 import { InvalidArgument } from '../../lib/errors.js'
 import { parseCores, parseDuration, parseSize } from '../../lib/units.js'
 import { NODE_STATES, parseLabel } from '../../services/node-state/index.js'
+import { LOG_LEVELS, type LogLevel } from '../../lib/log.js'
 import { callBehavior } from '../call.js'
 import { ago, emit, globalsFrom, table, withCommon, type OutputOpts } from '../common.js'
 
@@ -21,7 +22,12 @@ function parseGpuRequest (arg: string): { index?: number, vramBytes?: number } {
   return { ...(index !== undefined ? { index } : {}), ...(vram !== undefined ? { vramBytes: parseSize(vram, '--gpu') } : {}) }
 }
 
-/** `dms node state|label|status|hardware|resources`. */
+function parseLevel (l: string, flag: string): LogLevel {
+  if (!(LOG_LEVELS as readonly string[]).includes(l)) throw new InvalidArgument(`${flag}: unknown log level '${l}' (one of ${LOG_LEVELS.join(', ')})`, { field: flag.slice(2) })
+  return l as LogLevel
+}
+
+/** `dms node state|label|status|hardware|resources|logger`. */
 export function register (program: Command): void {
   const node = program.command('node').description('this node: state, labels, status, hardware, resources')
 
@@ -37,6 +43,24 @@ export function register (program: Command): void {
         throw new InvalidArgument(`unknown node state '${state}' (one of ${NODE_STATES.join(', ')})`)
       }
       emit(o, await callBehavior(globalsFrom(o), '/dms/node/state/set', { state }))
+    })
+
+  withCommon(node.command('logger'))
+    .description('the logging configuration; with --level or --part, change it at run time (until the daemon restarts)')
+    .option('--level <level>', `the default level (${LOG_LEVELS.join(' | ')})`)
+    .option('--part <part=level>', 'one part\'s level, e.g. network=debug (part=default: back to the default); repeatable', collect)
+    .addHelpText('after', '\nExamples:\n  dms node logger\n  dms node logger --level debug\n  dms node logger --part api=debug --part hello=warn')
+    .action(async (o: CommonOpts & { level?: string, part?: string[] }) => {
+      const level = o.level === undefined ? undefined : parseLevel(o.level, '--level')
+      const parts = o.part === undefined
+        ? undefined
+        : Object.fromEntries(o.part.map(p => {
+          const [name, l, ...rest] = p.split('=')
+          if (l === undefined || rest.length > 0 || name === '') throw new InvalidArgument(`--part takes <part>=<level>, got '${p}'`, { field: 'part' })
+          return [name, l === 'default' ? null : parseLevel(l, '--part')]
+        }))
+      const config = await callBehavior<{ level: string, parts: Record<string, string> }>(globalsFrom(o), '/dms/node/logger/config', { ...(level !== undefined ? { level } : {}), ...(parts !== undefined ? { parts } : {}) })
+      emit(o, config, v => [`level: ${v.level}`, ...Object.entries(v.parts).map(([p, l]) => `  ${p}: ${l}`)].join('\n'))
     })
 
   withCommon(node.command('labels'))

@@ -90,6 +90,8 @@ export interface DeploymentComponents extends BidderComponents {
   orchestratorBehaviors: readonly AnyBehavior[]
   /** How often remote commits are checked (`wanted`) while the node runs (default WANTED_CHECK_MS). */
   wantedCheckMs?: number
+  /** Called after every persisted change of a deployment (events); must not throw. */
+  onChange?: (record: { ensembleId: string, status: string, reason: string, transitionCount: number }) => void
 }
 
 export function createDeploymentService (c: DeploymentComponents): DeploymentService {
@@ -331,6 +333,7 @@ class Deployments implements DeploymentService {
     if (r.transitions.length > MAX_DEPLOYMENT_TRANSITIONS) r.transitions.splice(0, r.transitions.length - MAX_DEPLOYMENT_TRANSITIONS)
     await this.sub.put(r.ensembleId, r)
     for (const w of [...this.waiters]) w()
+    this.c.onChange?.(r)
   }
 
   /**

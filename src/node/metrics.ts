@@ -1,0 +1,289 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { ActorObserver } from '../actor/observer.js'
+import type { ActorInfo, DispatchStats } from '../actor/system.js'
+import type { ConnectionStats } from '../network/index.js'
+import type { PeerInfo } from '../network/peer-service.js'
+import type { AllocationView } from '../services/provider/index.js'
+import type { DeploymentView } from '../services/orchestrator/index.js'
+import type { LedgerSnapshot } from '../services/resources/index.js'
+
+/**
+ * The node's Prometheus metrics (`GET /metrics` on the local API). One Registry per node, never
+ * prom-client's global one: several nodes in one process (tests, library users) keep their own.
+ *
+ * Counters are bumped by the actor pipeline (ActorObserver) and the network's events; gauges of
+ * state (resources, allocations, deployments, peers, mailboxes) are computed when scraped, from
+ * the services themselves, so they cannot drift from what the node reports elsewhere.
+ *
+ * Label values are bounded: behaviour paths this node does not declare become `other`, and any
+ * label fed by outside input (an error name in a remote's reply, a refusal reason) keeps at most
+ * MAX_LABEL_VALUES distinct values, later ones counted as `other`. A peer sending made-up paths or
+ * error names cannot grow the scrape without bound.
+ */
+export const MAX_LABEL_VALUES = 64
+
+/** Invoke latencies: from a local call answered in the same turn to a deadline-long wait. */
+const INVOKE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+/** What the scrape-time gauges read. Absent (spec generation): the gauges stay empty. */
+export interface MetricsSources {
+  actors: () => ActorInfo[]
+  dispatch: () => DispatchStats
+  peers: () => Promise<PeerInfo[]>
+  connections: () => ConnectionStats
+  ledger: () => LedgerSnapshot
+  allocations: () => AllocationView[]
+  deployments: () => DeploymentView[]
+  nodeState: () => string
+  node: { version: string, startedAt: number }
+}
+
+export interface NodeMetrics {
+  readonly registry: Registry
+  readonly observer: ActorObserver
+  helloHeard: () => void
+  helloSent: () => void
+  /** The text format, for the scrape. */
+  scrape: () => Promise<{ contentType: string, body: string }>
+}
+
+/** Keeps a label's distinct values under MAX_LABEL_VALUES. */
+function bounded (): (v: string) => string {
+  const seen = new Set<string>()
+  return (v) => {
+    if (seen.has(v)) return v
+    if (seen.size >= MAX_LABEL_VALUES) return 'other'
+    seen.add(v)
+    return v
+  }
+}
+
+export function createMetrics (init: { behaviors: Iterable<string> }, sources?: () => MetricsSources | undefined): NodeMetrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'dms_' })
+  const known = new Set(init.behaviors)
+  const behavior = (be: string | undefined): string => be !== undefined && known.has(be) ? be : 'other'
+  const outcomeOf = bounded()
+  const invokeOutcomeOf = bounded()
+  const reasonOf = bounded()
+  const kindOf = bounded()
+  const protocolOf = bounded()
+  const src = (): MetricsSources | undefined => sources?.()
+  const registers = [registry]
+
+  const received = new Counter({ name: 'dms_envelopes_received_total', help: 'Envelopes addressed to a behaviour of this node, by behaviour and outcome (ok, or the error name it was answered with).', labelNames: ['behavior', 'outcome'], registers })
+  const sent = new Counter({ name: 'dms_envelopes_sent_total', help: 'Envelopes this node\'s actors sent, by behaviour and mode (invoke, send, publish, relay for the CLI, reply).', labelNames: ['behavior', 'mode'], registers })
+  const invokeDuration = new Histogram({ name: 'dms_invoke_duration_seconds', help: 'Time from sending an invoke to its reply (or failure), by behaviour and outcome.', labelNames: ['behavior', 'outcome'], buckets: INVOKE_BUCKETS, registers })
+  const capChecks = new Counter({ name: 'dms_capability_checks_total', help: 'How capability questions were answered: public (none needed), self, cached (chain verified before), cold (verified now), refused; with the refusal reason.', labelNames: ['result', 'reason'], registers })
+  const mailboxRefused = new Counter({ name: 'dms_mailbox_refusals_total', help: 'Envelopes a mailbox refused, by actor kind and reason (full: answered Overloaded; closed: the actor stops).', labelNames: ['kind', 'reason'], registers })
+  const hello = new Counter({ name: 'dms_hello_total', help: 'Hello broadcasts heard from other peers (direction received) and published by this node (sent).', labelNames: ['direction'], registers })
+  // zero from the first scrape, so that rate() works before the first hello
+  hello.inc({ direction: 'received' }, 0)
+  hello.inc({ direction: 'sent' }, 0)
+
+  // Counters of the dispatcher's own stats, brought up to date at scrape time.
+  const gossipSeen = { rejected: 0, ignored: 0 }
+  new Counter({
+    name: 'dms_gossip_refused_total',
+    help: 'Gossip frames the topic validator did not accept, by verdict (reject lowers the publisher\'s score; ignore drops it quietly).',
+    labelNames: ['verdict'],
+    registers,
+    collect () {
+      const s = src()?.dispatch()
+      if (s === undefined) return
+      this.inc({ verdict: 'reject' }, s.gossipRejected - gossipSeen.rejected)
+      this.inc({ verdict: 'ignore' }, s.gossipIgnored - gossipSeen.ignored)
+      gossipSeen.rejected = s.gossipRejected
+      gossipSeen.ignored = s.gossipIgnored
+    }
+  })
+
+  new Gauge({
+    name: 'dms_mailbox_depth',
+    help: 'Messages in the mailboxes of this node\'s actors, by actor kind and state (running, queued).',
+    labelNames: ['kind', 'state'],
+    registers,
+    collect () {
+      this.reset()
+      for (const a of src()?.actors() ?? []) {
+        this.inc({ kind: kindOf(a.kind), state: 'running' }, a.running)
+        this.inc({ kind: kindOf(a.kind), state: 'queued' }, a.queued)
+      }
+    }
+  })
+  new Gauge({
+    name: 'dms_actors',
+    help: 'Actors running on this node, by kind.',
+    labelNames: ['kind'],
+    registers,
+    collect () {
+      this.reset()
+      for (const a of src()?.actors() ?? []) this.inc({ kind: kindOf(a.kind) })
+    }
+  })
+  new Gauge({
+    name: 'dms_peers',
+    help: 'Peers this node knows (peer book and peer store) and those connected now.',
+    labelNames: ['state'],
+    registers,
+    async collect () {
+      const s = src()
+      if (s === undefined) return
+      const peers = await s.peers()
+      this.set({ state: 'known' }, peers.length)
+      this.set({ state: 'connected' }, peers.filter(p => p.connected).length)
+    }
+  })
+  new Gauge({
+    name: 'dms_libp2p_connections',
+    help: 'Open libp2p connections, by direction.',
+    labelNames: ['direction'],
+    registers,
+    collect () {
+      const c = src()?.connections()
+      if (c === undefined) return
+      this.set({ direction: 'inbound' }, c.connections.inbound)
+      this.set({ direction: 'outbound' }, c.connections.outbound)
+    }
+  })
+  new Gauge({
+    name: 'dms_libp2p_streams',
+    help: 'Open libp2p streams, by protocol (the actor stream, gossipsub, identify, the DHT, ping).',
+    labelNames: ['protocol'],
+    registers,
+    collect () {
+      this.reset()
+      const c = src()?.connections()
+      for (const [p, n] of Object.entries(c?.streams ?? {})) this.inc({ protocol: protocolOf(p) }, n)
+    }
+  })
+
+  // Resources per dimension, one gauge per unit (Prometheus: the unit is in the name).
+  const ledgerStates = ['onboarded', 'reserved', 'allocated', 'free'] as const
+  const dimension = (name: string, help: string, pick: (v: { cpuCores: number, ramBytes: number, diskBytes: number, gpus: unknown[] }) => number): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['state'],
+      registers,
+      collect () {
+        const l = src()?.ledger()
+        if (l === undefined) return
+        for (const state of ledgerStates) {
+          const v = l[state]
+          this.set({ state }, v === null ? 0 : pick(v))
+        }
+      }
+    })
+  }
+  dimension('dms_resources_cpu_cores', 'CPU cores onboarded, reserved, allocated and free (onboarded − reserved − allocated).', v => v.cpuCores)
+  dimension('dms_resources_ram_bytes', 'RAM onboarded, reserved, allocated and free, in bytes.', v => v.ramBytes)
+  dimension('dms_resources_disk_bytes', 'Disk onboarded, reserved, allocated and free, in bytes.', v => v.diskBytes)
+  dimension('dms_resources_gpus', 'GPUs onboarded, reserved, allocated and free (devices, whole or shared).', v => v.gpus.length)
+
+  new Gauge({
+    name: 'dms_allocations',
+    help: 'Allocations on this node, by status and executor.',
+    labelNames: ['status', 'executor'],
+    registers,
+    collect () {
+      this.reset()
+      for (const a of src()?.allocations() ?? []) this.inc({ status: a.status, executor: a.executor })
+    }
+  })
+  new Gauge({
+    name: 'dms_allocation_restarts',
+    help: 'Restarts of the allocations on this node, summed, by executor.',
+    labelNames: ['executor'],
+    registers,
+    collect () {
+      this.reset()
+      for (const a of src()?.allocations() ?? []) this.inc({ executor: a.executor }, a.restarts)
+    }
+  })
+  new Gauge({
+    name: 'dms_deployments',
+    help: 'Deployments this node orchestrates, by status.',
+    labelNames: ['status'],
+    registers,
+    collect () {
+      this.reset()
+      for (const d of src()?.deployments() ?? []) this.inc({ status: d.status })
+    }
+  })
+  new Gauge({
+    name: 'dms_node_state',
+    help: 'The node state: 1 for the current one (ready, standby, stopping, stopped).',
+    labelNames: ['state'],
+    registers,
+    collect () {
+      const s = src()
+      if (s === undefined) return
+      this.reset()
+      this.set({ state: s.nodeState() }, 1)
+    }
+  })
+  new Gauge({
+    name: 'dms_node_info',
+    help: 'Always 1; the dms version as a label.',
+    labelNames: ['version'],
+    registers,
+    collect () {
+      const s = src()
+      if (s !== undefined) this.set({ version: s.node.version }, 1)
+    }
+  })
+  new Gauge({
+    name: 'dms_node_start_time_seconds',
+    help: 'When the node started, in Unix seconds.',
+    registers,
+    collect () {
+      const s = src()
+      if (s !== undefined) this.set(s.node.startedAt / 1000)
+    }
+  })
+
+  const observer: ActorObserver = {
+    handled: (be, outcome) => { received.inc({ behavior: behavior(be), outcome: outcomeOf(outcome) }) },
+    sent: (be, mode) => { sent.inc({ behavior: mode === 'reply' ? 'reply' : behavior(be), mode }) },
+    invoked: (be, outcome, seconds) => { invokeDuration.observe({ behavior: behavior(be), outcome: invokeOutcomeOf(outcome) }, seconds) },
+    capability: (result, reason) => { capChecks.inc({ result, reason: reason === undefined ? '' : reasonOf(reason) }) },
+    mailboxRefused: (kind, reason) => { mailboxRefused.inc({ kind: kindOf(kind), reason }) }
+  }
+
+  return {
+    registry,
+    observer,
+    helloHeard: () => { hello.inc({ direction: 'received' }) },
+    helloSent: () => { hello.inc({ direction: 'sent' }) },
+    scrape: async () => ({ contentType: registry.contentType, body: await registry.metrics() })
+  }
+}
+
+/** `specs/metrics.md`: every metric of a node's registry, as registered (scripts/gen-specs.ts). */
+export async function metricsMarkdown (): Promise<string> {
+  const m = createMetrics({ behaviors: [] })
+  const json = await m.registry.getMetricsAsJSON()
+  const labels = new Map(m.registry.getMetricsAsArray().map(x => [x.name, (x as unknown as { labelNames?: string[] }).labelNames ?? []]))
+  const rows = json
+    .map(j => ({ name: j.name, type: String(j.type), help: j.help, labels: labels.get(j.name) ?? [] }))
+    .sort((a, b) => a.name.localeCompare(b.name))
+  const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ')
+  return [
+    '# dms metrics',
+    '',
+    '<!-- Generated by `npm run specs` from src/node/metrics.ts. Do not edit: CI fails on drift. -->',
+    '',
+    '`GET /metrics` on the daemon\'s local API (127.0.0.1, the same Host and Origin checks as the rest of',
+    'the API) answers in the Prometheus text format. Each node has its own registry. Label values',
+    'are bounded: behaviour paths the node does not declare are counted as `other`, and labels fed',
+    `by outside input keep at most ${MAX_LABEL_VALUES} distinct values (later ones: \`other\`). Gauges of state are`,
+    'computed at scrape time from the services themselves. `dms_process_*` and `dms_nodejs_*` are',
+    'prom-client\'s default Node.js process metrics, with the `dms_` prefix.',
+    '',
+    '| name | type | labels | help |',
+    '|---|---|---|---|',
+    ...rows.map(r => `| \`${r.name}\` | ${r.type} | ${r.labels.map(l => `\`${l}\``).join(', ')} | ${cell(r.help)} |`),
+    ''
+  ].join('\n')
+}
