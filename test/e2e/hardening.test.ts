@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ApiClient } from '../../src/api/client.js'
 import { buildEnvelope, parseDest } from '../../src/cli/call.js'
 import { Keystore } from '../../src/identity/keystore.js'
-import { PASSPHRASE, cleanup, dms, dmsJson, startDaemon, tempDir, type Daemon } from './harness.js'
+import { PASSPHRASE, cleanup, dms, dmsJson, startDaemon, tail, tempDir, type Daemon } from './harness.js'
 
 /**
  * Hardening of issue 12 through running daemons: each attack gets a typed refusal, the daemon
@@ -166,7 +166,7 @@ describe('one data dir: one setup at a time, one daemon, one passphrase (issue 1
     expect(again.info.peerId).toBe(d.info.peerId)
     expect(JSON.parse(await readFile(join(dataDir, 'lock'), 'utf8')).pid).toBe(again.info.pid)
     // a graceful stop removes it
-    expect(await again.stop()).toBe(0)
+    expect(await again.stop(), tail(again.logs)).toBe(0)
     await expect(readFile(join(dataDir, 'lock'), 'utf8')).rejects.toMatchObject({ code: 'ENOENT' })
   })
 

@@ -121,7 +121,7 @@ export async function startDaemon (opts: { dataDir?: string, args?: string[], en
   }
 }
 
-function tail (logs: Array<Record<string, unknown>>): string {
+export function tail (logs: Array<Record<string, unknown>>): string {
   return logs.slice(-15).map(l => JSON.stringify(l)).join('\n')
 }
 
