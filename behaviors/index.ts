@@ -5,6 +5,7 @@ import { resourceBehaviors } from './node/onboarding/index.js'
 import actorsList from './node/actors/list.js'
 import nodeEvents from './node/events.js'
 import loggerConfig from './node/logger/config.js'
+import uiToken from './node/ui/token.js'
 import { providerBehaviors } from './deployment/index.js'
 import { deploymentBehaviors } from './node/deployment/index.js'
 export { orchestratorBehaviors } from './orchestrator/index.js'
@@ -31,6 +32,7 @@ export const behaviors = [
   actorsList,
   nodeEvents,
   loggerConfig,
+  uiToken,
   ...providerBehaviors,
   ...deploymentBehaviors,
   ...channelBehaviors,

@@ -12,6 +12,7 @@ import type { DeploymentService, OrchestratorControl } from '../src/services/orc
 import type { ChannelService } from '../src/channel/index.js'
 import type { NodeEvents } from '../src/node/events.js'
 import type { LogControl } from '../src/lib/log.js'
+import type { UiAuth } from '../src/api/ui-auth.js'
 
 /**
  * Every service a behaviour may ask for by name in `needs`. A handler receives exactly the ones it
@@ -39,6 +40,8 @@ export interface Services {
   events: NodeEvents
   /** Log levels, changed at run time. */
   logger: LogControl
+  /** The dashboard's logins: one-time tokens for `dms ui`. */
+  ui: Pick<UiAuth, 'issueToken'>
 }
 
 /** What an allocation actor's behaviours receive: their own allocation, nothing else. */

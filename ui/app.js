@@ -15,9 +15,13 @@ const PAGES = [
   ['trust', 'Trust']
 ]
 
+/** A refusal the page answers by asking for a login (401: no session, or it expired). */
+class NeedsLogin extends Error {}
+
 async function getJson (path, signal) {
   const r = await fetch(path, { headers: { accept: 'application/json' }, signal })
   const body = await r.json()
+  if (r.status === 401) throw new NeedsLogin(body.error?.message ?? 'login needed')
   if (!r.ok) throw new Error(body.error?.message ?? `HTTP ${r.status}`)
   return body
 }
@@ -37,13 +41,21 @@ function duration (s) {
 
 const when = (iso) => iso ? new Date(iso).toLocaleString() : '–'
 
+/** `in 3h 5m` / `2m ago`: how far a time is from now. */
+function relative (iso) {
+  const t = Date.parse(iso)
+  if (Number.isNaN(t)) return ''
+  const s = Math.round((t - Date.now()) / 1000)
+  return s >= 0 ? `in ${duration(s)}` : `${duration(-s)} ago`
+}
+
 /** The event stream: the number of events seen (pages reload on change) and whether it is open. */
 function useEvents () {
   const [state, setState] = useState({ count: 0, live: false, last: null })
   useEffect(() => {
     const es = new EventSource('/api/v1/events?follow=1&since=now')
     es.onopen = () => setState(s => ({ ...s, live: true }))
-    es.onerror = () => setState(s => ({ ...s, live: false }))
+    es.onerror = () => setState(s => ({ ...s, live: false, closed: es.readyState === EventSource.CLOSED }))
     es.onmessage = (m) => setState(s => ({ count: s.count + 1, live: true, last: JSON.parse(m.data) }))
     return () => es.close()
   }, [])
@@ -56,14 +68,25 @@ function useData (path, tick) {
   useEffect(() => {
     const ac = new AbortController()
     const t = setTimeout(() => {
-      getJson(path, ac.signal).then(value => setData({ value, error: undefined }), err => { if (!ac.signal.aborted) setData(d => ({ ...d, error: String(err.message ?? err) })) })
+      getJson(path, ac.signal).then(value => setData({ value, error: undefined }), err => { if (!ac.signal.aborted) setData(d => ({ ...d, error: String(err.message ?? err), login: err instanceof NeedsLogin })) })
     }, tick === 0 ? 0 : 250)
     return () => { clearTimeout(t); ac.abort() }
   }, [path, tick])
   return data
 }
 
+/** What the page shows without a session: how to get one (the data stays behind the login). */
+function Login () {
+  return html`<div class="card login" data-testid="login">
+    <h1>Log in to this dashboard</h1>
+    <p>The dashboard shows this node's data to its owner only. On this machine, run</p>
+    <pre>dms ui --open</pre>
+    <p>and open the URL it prints: it works once, within 5 minutes, and this browser then stays logged in for 12 hours.</p>
+  </div>`
+}
+
 function Loading ({ data, children }) {
+  if (data.login === true) return html`<${Login} />`
   if (data.error !== undefined && data.value === undefined) return html`<p class="error">${data.error}</p>`
   if (data.value === undefined) return html`<p class="empty">Loading…</p>`
   return children(data.value)
@@ -109,18 +132,50 @@ function Overview ({ tick }) {
   }}<//>`
 }
 
+/** The last characters of a peer id: enough to tell peers apart on the graph. */
+const short = (id) => `…${id.slice(-6)}`
+
+/**
+ * Who is connected to whom, as far as this node knows: itself in the middle, the peers it knows
+ * around it, a line to each one it is connected to (labelled with the RTT). Peers' own
+ * connections are not known here, so no line joins two peers.
+ */
+function PeerGraph ({ self, peers }) {
+  const shown = peers.slice(0, 24)
+  const w = 640; const hgt = 360; const cx = w / 2; const cy = hgt / 2; const r = 140
+  const at = (i) => {
+    const a = (2 * Math.PI * i) / Math.max(1, shown.length) - Math.PI / 2
+    return [cx + r * Math.cos(a), cy + r * Math.sin(a)]
+  }
+  return html`<svg class="graph" data-testid="peer-graph" viewBox=${`0 0 ${w} ${hgt}`} width=${w} height=${hgt} role="img" aria-label="peers connected to this node">
+    ${shown.map((p, i) => {
+      const [x, y] = at(i)
+      return p.connected ? html`<g data-edge=${p.id}><line x1=${cx} y1=${cy} x2=${x} y2=${y} class="edge" />
+        ${typeof p.rttMs === 'number' ? html`<text x=${(cx + x) / 2 + 6} y=${(cy + y) / 2 - 4} class="rtt">${Math.round(p.rttMs)} ms</text>` : ''}</g>` : ''
+    })}
+    <g data-node=${self.id}><circle cx=${cx} cy=${cy} r="30" class="self" /><text x=${cx} y=${cy + 4} class="label">this node</text><title>${self.did}</title></g>
+    ${shown.map((p, i) => {
+      const [x, y] = at(i)
+      return html`<g data-node=${p.id}><circle cx=${x} cy=${y} r="16" class=${p.connected ? 'peer' : 'peer gone'} /><text x=${x} y=${y + 30} class="label">${short(p.id)}</text><title>${p.did ?? p.id}</title></g>`
+    })}
+  </svg>${peers.length > shown.length ? html`<p class="empty">${peers.length - shown.length} more peers in the table, not drawn.</p>` : ''}`
+}
+
 function Peers ({ tick }) {
   const data = useData('/api/v1/ui/peers', tick)
-  return html`<${Loading} data=${data}>${({ peers }) => html`<h1>Peers</h1>
+  return html`<${Loading} data=${data}>${({ self, peers }) => html`<h1>Peers</h1>
     ${peers.length === 0 ? html`<p class="empty">No peers known yet.</p>` : html`<table data-testid="peers">
-      <thead><tr><th>DID</th><th>Addresses</th><th>Connected</th><th>Last hello</th><th>Score</th></tr></thead>
+      <thead><tr><th>DID</th><th>Addresses</th><th>Connected</th><th>Last hello</th><th>Score</th><th>RTT</th></tr></thead>
       <tbody>${peers.map(p => html`<tr data-peer=${p.id}>
         <td class="mono">${p.did ?? p.id}</td>
         <td class="mono">${p.addrs.slice(0, 3).map(a => html`<div>${a}</div>`)}</td>
         <td><span class=${`badge ${p.connected ? 'yes' : ''}`}>${p.connected ? 'yes' : 'no'}</span></td>
         <td>${when(p.lastHelloAt)}</td>
         <td>${typeof p.score === 'number' ? p.score.toFixed(2) : '–'}</td>
-      </tr>`)}</tbody></table>`}`}<//>`
+        <td data-testid="rtt" data-value=${typeof p.rttMs === 'number' ? p.rttMs : ''}>${typeof p.rttMs === 'number' ? `${p.rttMs < 10 ? p.rttMs.toFixed(1) : Math.round(p.rttMs)} ms` : '–'}</td>
+      </tr>`)}</tbody></table>`}
+    <h2>Connections</h2>
+    <${PeerGraph} self=${self} peers=${peers} />`}<//>`
 }
 
 /** An allocation's output, following it live (long polls) while the view is open. */
@@ -176,11 +231,12 @@ function Deployments ({ tick }) {
     </div>`)}`}<//>`
 }
 
+/** Tokens by id (never their text), with their expiry. */
 function Tokens ({ title, tokens, testid }) {
   return html`<h2>${title}</h2>${tokens.length === 0 ? html`<p class="empty">None.</p>` : html`<table data-testid=${testid}>
     <thead><tr><th>Token ID</th><th>Issuer → subject</th><th>Capabilities</th><th>Expiry</th></tr></thead>
-    <tbody>${tokens.map(t => html`<tr><td class="mono">${t.id}</td><td class="mono">${t.issuer}<br/>→ ${t.subject}</td><td class="mono">${t.capabilities.join(', ')}</td>
-      <td>${t.expiry} ${t.expired ? html`<span class="badge expired">expired</span>` : ''} ${t.revoked ? html`<span class="badge revoked">revoked</span>` : ''}</td></tr>`)}</tbody></table>`}`
+    <tbody>${tokens.map(t => html`<tr data-token=${t.id}><td class="mono">${t.id}</td><td class="mono">${t.issuer}<br/>→ ${t.subject}</td><td class="mono">${t.capabilities.join(', ')}</td>
+      <td data-expiry=${t.expiry}>${t.expiry} <span class="muted">(${relative(t.expiry)})</span> ${t.expired ? html`<span class="badge expired">expired</span>` : ''} ${t.revoked ? html`<span class="badge revoked">revoked</span>` : ''}</td></tr>`)}</tbody></table>`}`
 }
 
 function Trust ({ tick }) {
@@ -188,8 +244,8 @@ function Trust ({ tick }) {
   return html`<${Loading} data=${data}>${(c) => html`<h1>Trust</h1>
     <div class="card"><div class="label">Context</div><div class="mono">${c.context} ${c.did ?? ''}</div></div>
     <h2>Roots</h2>${c.roots.length === 0 ? html`<p class="empty">None.</p>` : html`<ul data-testid="roots">${c.roots.map(r => html`<li class="mono">${r}</li>`)}</ul>`}
-    <${Tokens} title="Require (side chains accepted)" tokens=${c.require} testid="require" />
-    <${Tokens} title="Provide (held: delegations to this node)" tokens=${c.provide} testid="provide" />
+    <${Tokens} title="Held (provide: granted to this node, presented when it calls others)" tokens=${c.provide} testid="provide" />
+    <${Tokens} title="Issued (require: granted by this node's roots to others, accepted here)" tokens=${c.require} testid="require" />
     <${Tokens} title="Revoked" tokens=${c.revoked} testid="revoked" />
     <p class="mono">revocation records held: ${c.revocations ?? 0}</p>`}<//>`
 }
@@ -213,7 +269,7 @@ function App () {
   return html`<header>
       <span class="brand">dms</span>
       <nav>${PAGES.map(([id, label]) => html`<a href=${`#/${id}`} class=${page === id ? 'active' : ''} data-page=${id}>${label}</a>`)}</nav>
-      <span class=${`live ${events.live ? 'on' : ''}`} data-testid="live">${events.live ? 'live' : 'connecting…'}${events.last ? ` · ${events.last.type}` : ''}</span>
+      <span class=${`live ${events.live ? 'on' : ''}`} data-testid="live">${events.live ? 'live' : events.closed ? 'not live' : 'connecting…'}${events.last ? ` · ${events.last.type}` : ''}</span>
     </header>
     <main data-page=${page}><${View} tick=${events.count} /></main>`
 }

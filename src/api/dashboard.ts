@@ -4,8 +4,9 @@ import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Logger } from 'pino'
-import { BadRequest, NotFound } from '../lib/errors.js'
+import { BadRequest, NotFound, Unauthorized } from '../lib/errors.js'
 import type { ObserveNode } from './observe.js'
+import { requireSession, sessionCookieName } from './ui-auth.js'
 
 /**
  * The web dashboard: static pages from `ui/` (no build step) with Preact and htm served as ES
@@ -15,6 +16,10 @@ import type { ObserveNode } from './observe.js'
  * passphrase — and a workload's output (as `dms alloc logs` shows it).
  *
  * Pages update live from `/api/v1/events` (Server-Sent Events, observe.ts).
+ *
+ * Login (ui-auth.ts): `GET /?token=<one-time token>` sets the session cookie and redirects to `/`,
+ * so the token leaves the address bar and the history; every `/api/v1/ui/` answer needs the
+ * cookie. The static files are public: the page itself says how to log in when its data is refused.
  */
 
 const HERE = dirname(fileURLToPath(import.meta.url))
@@ -71,6 +76,11 @@ const LOG_MAX_BYTES = 64 * 1024
 
 export async function serveDashboard (node: ObserveNode, url: URL, req: IncomingMessage, res: ServerResponse, log: Logger): Promise<boolean> {
   const path = url.pathname
+  if (path === '/' && url.searchParams.has('token')) {
+    login(node, url, req, res)
+    log.info('dashboard login')
+    return true
+  }
   if (path === '/' || path === '/favicon.ico' || path.startsWith('/ui/')) {
     assets ??= loadAssets()
     const a = assets.get(path)
@@ -81,11 +91,12 @@ export async function serveDashboard (node: ObserveNode, url: URL, req: Incoming
   }
   const m = /^\/api\/v1\/ui\/([a-z]+)$/.exec(path)
   if (m === null) return false
+  requireSession(node.observe.ui, req)
   const ask = async <T>(behavior: string, payload: unknown = {}): Promise<T> => await node.invoke(node.self, behavior, payload, { timeout: UI_CALL_TIMEOUT_MS }) as T
   let value: unknown
   switch (m[1]) {
     case 'overview': value = await overview(ask, node); break
-    case 'peers': value = await peers(ask); break
+    case 'peers': value = await peers(ask, node); break
     case 'workloads': value = await workloads(ask); break
     case 'deployments': value = await ask('/dms/node/deployment/list'); break
     case 'trust': value = await ask('/dms/cap/list'); break
@@ -97,6 +108,23 @@ export async function serveDashboard (node: ObserveNode, url: URL, req: Incoming
   res.end(body)
   log.trace({ what: m[1] }, 'dashboard data')
   return true
+}
+
+/**
+ * Trades the one-time token for a session: HttpOnly (no script reads it), SameSite=Strict (no
+ * other site's page sends it), Path=/; then 303 to `/`. A spent, expired or unknown token is a
+ * 401, and does not say which of those it was.
+ */
+function login (node: ObserveNode, url: URL, req: IncomingMessage, res: ServerResponse): void {
+  const got = node.observe.ui.exchange(url.searchParams.get('token') ?? '')
+  if (got === undefined) throw new Unauthorized('this login link was used already or has expired: run `dms ui` for a new one', { reason: 'login-token' })
+  res.writeHead(303, {
+    ...PAGE_HEADERS,
+    location: '/',
+    'set-cookie': `${sessionCookieName(req)}=${got.session}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${got.maxAgeS}`,
+    'content-length': 0
+  })
+  res.end()
 }
 
 type Ask = <T>(behavior: string, payload?: unknown) => Promise<T>
@@ -127,12 +155,48 @@ async function overview (ask: Ask, node: ObserveNode): Promise<unknown> {
   }
 }
 
-async function peers (ask: Ask): Promise<unknown> {
-  const [list, scores] = await Promise.all([
+/** An RTT measured this recently is shown again rather than measured again (the page reloads often). */
+const RTT_FRESH_MS = 10_000
+const RTT_PING_TIMEOUT_MS = 2_000
+/** Peers pinged for one answer at most: the rest show their last RTT, or none. */
+const RTT_MAX_PINGS = 16
+
+interface Rtt { ms?: number, at: number }
+/** Per node (two nodes may share a process): peer id → last RTT. */
+const rtts = new WeakMap<object, Map<string, Rtt>>()
+
+/**
+ * Round-trip times of the connected peers, by `/dms/node/peers/ping` (libp2p ping), each at
+ * most RTT_FRESH_MS old. A peer that did not answer within RTT_PING_TIMEOUT_MS shows none.
+ */
+async function peerRtts (node: ObserveNode, connected: string[]): Promise<Map<string, Rtt>> {
+  let known = rtts.get(node.observe)
+  if (known === undefined) { known = new Map(); rtts.set(node.observe, known) }
+  const now = Date.now()
+  for (const id of known.keys()) if (!connected.includes(id)) known.delete(id)
+  const stale = connected.filter(id => (known.get(id)?.at ?? 0) < now - RTT_FRESH_MS).slice(0, RTT_MAX_PINGS)
+  await Promise.all(stale.map(async id => {
+    try {
+      const { rttMs } = await node.invoke(node.self, '/dms/node/peers/ping', { peer: id }, { timeout: RTT_PING_TIMEOUT_MS }) as { rttMs: number }
+      known.set(id, { ms: rttMs, at: Date.now() })
+    } catch {
+      known.set(id, { at: Date.now() })
+    }
+  }))
+  return known
+}
+
+async function peers (ask: Ask, node: ObserveNode): Promise<unknown> {
+  const [self, list, scores] = await Promise.all([
+    ask<{ id: string, did: string }>('/dms/node/peers/self'),
     ask<{ peers: PeerRow[] }>('/dms/node/peers/list'),
     ask<{ scores: Record<string, Record<string, number>> }>('/dms/node/peers/score')
   ])
-  return { peers: list.peers.map(p => ({ ...p, score: scores.scores[p.id]?.score })) }
+  const rtt = await peerRtts(node, list.peers.filter(p => p.connected).map(p => p.id))
+  return {
+    self: { id: self.id, did: self.did },
+    peers: list.peers.map(p => ({ ...p, score: scores.scores[p.id]?.score, rttMs: p.connected ? rtt.get(p.id)?.ms : undefined }))
+  }
 }
 
 async function workloads (ask: Ask): Promise<unknown> {

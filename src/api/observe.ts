@@ -5,17 +5,27 @@ import { BadRequest } from '../lib/errors.js'
 import type { NodeEvent, NodeEvents } from '../node/events.js'
 import type { LogChunk, LogStream } from '../services/allocations/index.js'
 import { serveDashboard } from './dashboard.js'
+import { requireSession, type UiAuth } from './ui-auth.js'
 
 /**
  * The operator's read-only routes of the local API: `/metrics` (what Prometheus scrapes: a GET
  * with no Origin), the event stream, and the dashboard (dashboard.ts). They sit behind the same
  * Host and Origin checks as every other route (server.ts), and answer only GETs.
+ *
+ * Who may read what:
+ * - `/metrics` needs nothing: Prometheus scrapes it without a login, and it holds counts, sizes and
+ *   states only — behaviour paths, error names, peer counts, never an id of a workload, a DID, a
+ *   token or a key (label values are bounded, metrics.ts). Anyone on this machine may read it.
+ * - the event stream and every `/api/v1/ui/` answer need the dashboard's session cookie, got by
+ *   opening the one-time login URL `dms ui` prints (ui-auth.ts); 401 `Unauthorized` otherwise.
+ * - the static files (`/`, `/ui/…`) are public: they are the same for everyone and hold no data.
  */
 export interface ObserveNode {
   readonly self: Handle
   observe: {
     events: NodeEvents
     metrics: { scrape: () => Promise<{ contentType: string, body: string }> }
+    ui: UiAuth
     allocationLogs: (id: string, o: { stream: LogStream, offset: number, maxBytes: number, wait: boolean, signal: AbortSignal }) => Promise<LogChunk & { ended: boolean }>
   }
   /** Invokes one of the node's own behaviours as the node itself (the dashboard's data). */
@@ -37,6 +47,7 @@ export async function serveObserve (node: ObserveNode, req: IncomingMessage, res
     return true
   }
   if (url.pathname === '/api/v1/events') {
+    requireSession(node.observe.ui, req)
     serveEvents(node.observe.events, url, req, res)
     return true
   }

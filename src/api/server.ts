@@ -6,6 +6,7 @@ import type { RelayReply } from '../actor/system.js'
 import type { Handle } from '../actor/types.js'
 import { BadRequest, DmsError, FrameTooLarge, NotFound, Unauthorized, toWireError } from '../lib/errors.js'
 import { serveObserve, type ObserveNode } from './observe.js'
+import { LOGIN_REASONS } from './ui-auth.js'
 
 /**
  * The daemon's local HTTP API, bound to 127.0.0.1 only. It relays envelopes the CLI signed with
@@ -16,9 +17,11 @@ import { serveObserve, type ObserveNode } from './observe.js'
  *   POST /api/v1/actor/invoke      body: one envelope frame (application/octet-stream) → {from, reply}
  *   POST /api/v1/actor/send        → {}
  *   POST /api/v1/actor/broadcast   → {}
- *   GET  /metrics                  → Prometheus text format (observe.ts)
- *   GET  /api/v1/events?since=N    → the event stream: JSON, or Server-Sent Events to follow (observe.ts)
- *   GET  /, /ui/…, /api/v1/ui/…    → the dashboard and its read-only data (dashboard.ts)
+ *   GET  /metrics                  → Prometheus text format (observe.ts; no login: it holds no secrets)
+ *   GET  /api/v1/events?since=N    → the event stream: JSON, or Server-Sent Events to follow (observe.ts; session cookie)
+ *   GET  /, /ui/…                  → the dashboard's static files (dashboard.ts; public)
+ *   GET  /?token=…                 → trades a one-time login token (dms ui) for a session cookie, redirects to /
+ *   GET  /api/v1/ui/…              → the dashboard's read-only data (dashboard.ts; session cookie)
  * Errors: HTTP 4xx/5xx with {error: {name, code, message, ...}}.
  *
  * Loopback is not a boundary against browsers: any page the operator opens can send requests to
@@ -81,7 +84,7 @@ interface Own { authorities: ReadonlySet<string>, origins: ReadonlySet<string> }
 async function handle (node: ApiNode, opts: { maxBodyBytes: number, log: Logger, own: Own }, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const t0 = performance.now()
   // at debug: one line per request once answered (what the operator turns on to see the API work)
-  res.once('finish', () => { opts.log.debug({ method: req.method, url: req.url?.slice(0, 100), status: res.statusCode, ms: Math.round(performance.now() - t0) }, 'API request') })
+  res.once('finish', () => { opts.log.debug({ method: req.method, url: redacted(req.url), status: res.statusCode, ms: Math.round(performance.now() - t0) }, 'API request') })
   try {
     checkCaller(req, opts.own, opts.log)
     const url = req.url ?? '/'
@@ -100,7 +103,9 @@ async function handle (node: ApiNode, opts: { maxBodyBytes: number, log: Logger,
     if (errorId !== undefined) opts.log.error({ err, errorId }, 'API request failed')
     // a route that already began its answer (an event stream) ends it; nothing else can be said
     if (res.headersSent) { res.end(); return }
-    json(res, STATUS[wire.name] ?? 500, { error: wire })
+    // no login yet (or a spent login token): 401, which a login cures, unlike a 403
+    const login = wire.name === 'Unauthorized' && typeof wire.reason === 'string' && LOGIN_REASONS.has(wire.reason)
+    json(res, login ? 401 : STATUS[wire.name] ?? 500, { error: wire })
   }
 }
 
@@ -108,14 +113,19 @@ async function handle (node: ApiNode, opts: { maxBodyBytes: number, log: Logger,
 function checkCaller (req: IncomingMessage, own: Own, log: Logger): void {
   const host = (req.headers.host ?? '').toLowerCase()
   if (!own.authorities.has(host)) {
-    log.warn({ host: host.slice(0, 100), url: req.url?.slice(0, 100) }, 'API request refused: foreign Host')
+    log.warn({ host: host.slice(0, 100), url: redacted(req.url) }, 'API request refused: foreign Host')
     throw new Unauthorized(`the local API answers only to Host ${[...own.authorities].join(' or ')}`, { reason: 'foreign-host' })
   }
   const origin = req.headers.origin
   if (origin !== undefined && !own.origins.has(origin.toLowerCase())) {
-    log.warn({ origin: origin.slice(0, 100), url: req.url?.slice(0, 100) }, 'API request refused: foreign Origin')
+    log.warn({ origin: origin.slice(0, 100), url: redacted(req.url) }, 'API request refused: foreign Origin')
     throw new Unauthorized('the local API does not answer requests from web pages of other origins', { reason: 'foreign-origin' })
   }
+}
+
+/** A request's URL as logged: a login token (`?token=`) is a secret and never reaches the log. */
+export function redacted (url: string | undefined): string | undefined {
+  return url?.replace(/([?&]token=)[^&#]*/g, '$1…').slice(0, 100)
 }
 
 async function readBody (req: IncomingMessage, limit: number): Promise<Uint8Array> {

@@ -22,6 +22,7 @@ import { register as registerPeers } from './commands/peers.js'
 import { register as registerUnlock } from './commands/unlock.js'
 import { register as registerDeploy } from './commands/deploy.js'
 import { register as registerEvents } from './commands/events.js'
+import { register as registerUi } from './commands/ui.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
@@ -33,6 +34,7 @@ Examples:
   dms onboard --cpu 1 --ram 2GiB --disk 10GiB
   dms alloc run --wait -- echo hello      run a task on this node
   dms actor cmd --help                    every behaviour, with its request fields
+  dms ui --open                           the web dashboard (a one-time login URL)
   dms unlock --for 8h                     type the passphrase once for the next 8 hours (dms lock ends it)
   dms stop                                stop the daemon
 
@@ -174,6 +176,7 @@ export function buildProgram (): Command {
   registerPeers(program)
   registerUnlock(program)
   registerEvents(program)
+  registerUi(program)
   program.command('completion <shell>')
     .description('print a shell completion script: bash, zsh or fish (eval "$(dms completion bash)")')
     .action((shell: string) => { process.stdout.write(completionScript(program, shell)) })

@@ -31,6 +31,7 @@ import type { LogChunk, LogStream } from '../services/allocations/index.js'
 import type { CapService } from '../security/service.js'
 import type { NodeStateService } from '../services/node-state/index.js'
 import { VERSION } from './version.js'
+import { createUiAuth, type UiAuth } from '../api/ui-auth.js'
 
 export interface NodeOptions {
   /** Data directory: keys (unless `identity` is given), capability anchors, the level db. */
@@ -80,6 +81,8 @@ export interface Node {
     events: NodeEvents
     metrics: NodeMetrics
     logs: LogControl
+    /** The dashboard's logins: tokens issued by `/dms/node/ui/token`, traded for sessions by the API. */
+    ui: UiAuth
     allocationLogs: (id: string, o: { stream: LogStream, offset: number, maxBytes: number, wait: boolean, signal: AbortSignal }) => Promise<LogChunk & { ended: boolean }>
   }
   stop: () => Promise<void>
@@ -99,6 +102,8 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
   const identity = opts.identity ?? await new Keystore(dataDir).loadOrCreate('dms', requirePassphrase(opts.passphrase))
   const events = createNodeEvents({ now })
   const logs = logControlOf(log)
+  // in memory only: a restart signs every browser out (as it should: nothing on disk to steal)
+  const ui = createUiAuth({ now })
   // Behaviour paths this node declares: the metrics' `behavior` label takes these and `other`.
   const declared = [...builtinBehaviors, ...allocationBehaviors, ...orchestratorBehaviors, ...(opts.behaviors ?? [])].map(b => b.path)
   let metricSources: MetricsSources | undefined
@@ -229,7 +234,8 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       deployments,
       channels,
       events,
-      logger: logs
+      logger: logs,
+      ui
     }
     services.caps = watchCaps(caps.service, events)
     const system: ActorSystem = new ActorSystem({
@@ -323,6 +329,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
         events,
         metrics,
         logs,
+        ui,
         allocationLogs: async (id, o) => {
           const chunk = await runtime.readLogs(id, o)
           const ended = (): boolean => { const s = runtime.get(id)?.status; return s === undefined || s === 'completed' || s === 'failed' || s === 'stopped' }

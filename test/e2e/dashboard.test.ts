@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -61,6 +61,27 @@ describe.skipIf(!HAVE_BROWSER && process.env.CI === undefined)('dashboard (issue
   }
   const shot = async (name: string): Promise<void> => { await page.screenshot({ path: join(out, `${name}.png`), fullPage: true }) }
 
+  it('without a login the page says how to get one; dms ui\'s URL logs the browser in, and the token leaves the address bar', async () => {
+    // a browser of its own (no cookie), its refusals expected: not watched for problems
+    const anon = await browser!.newPage()
+    try {
+      await anon.goto(`${a!.info.api}/#/overview`)
+      await anon.waitForSelector('[data-testid="login"]', { timeout: 15_000 })
+      expect(await anon.textContent('[data-testid="login"]')).toContain('dms ui')
+      expect(await anon.textContent('body')).not.toContain(a!.info.did)
+    } finally {
+      await anon.close()
+    }
+    const { url } = await a!.cliJson<{ url: string }>(['ui'])
+    expect(url).toContain('?token=')
+    await page.goto(url)
+    await page.waitForSelector('main[data-page="overview"] h1', { timeout: 15_000 })
+    expect(page.url()).toBe(`${a!.info.api}/`)
+    const cookies = await page.context().cookies()
+    expect(cookies.map(c => ({ name: c.name, httpOnly: c.httpOnly, sameSite: c.sameSite }))).toEqual([{ name: `dms_ui_${new URL(a!.info.api).port}`, httpOnly: true, sameSite: 'Strict' }])
+    expect(problems.join('\n')).toBe('')
+  })
+
   it('Overview shows the node\'s DID, state and onboarded RAM as the CLI reports them', async () => {
     const self = await a!.cliJson(['peers', 'self', '--json'])
     const onboarded = await a!.cliJson(['node', 'resources', 'onboarded', '--json'])
@@ -83,6 +104,16 @@ describe.skipIf(!HAVE_BROWSER && process.env.CI === undefined)('dashboard (issue
     // its DID arrives with its hello: the page reloads on the hello.heard event
     await page.waitForFunction((did) => document.body.textContent?.includes(did) === true, b!.info.did, { timeout: 20_000 })
     expect(await row.locator('td').nth(2).textContent()).toBe('yes')
+    // its RTT, by libp2p ping from this node: a real measurement, on loopback well under a second
+    const rtt = Number(await row.locator('[data-testid="rtt"]').getAttribute('data-value'))
+    expect(rtt).toBeGreaterThan(0)
+    expect(rtt).toBeLessThan(1000)
+    expect(await row.locator('[data-testid="rtt"]').textContent()).toMatch(/^[\d.]+ ms$/)
+    // the graph: this node, and a line to the connected peer
+    const graph = page.locator('[data-testid="peer-graph"]')
+    expect(await graph.locator(`g[data-node="${a!.info.peerId}"]`).count()).toBe(1)
+    expect(await graph.locator(`g[data-node="${b!.info.peerId}"] circle`).getAttribute('class')).toBe('peer')
+    expect(await graph.locator(`g[data-edge="${b!.info.peerId}"] line`).count()).toBe(1)
     await shot('peers')
     expect(problems.join('\n')).toBe('')
   })
@@ -105,19 +136,71 @@ describe.skipIf(!HAVE_BROWSER && process.env.CI === undefined)('dashboard (issue
     expect(problems.join('\n')).toBe('')
   })
 
-  it('Deployments and Trust load; Trust shows the user key as a root and no token text', async () => {
+  it('Deployments shows a real deployment: its status, timeline and allocation as the CLI reports them', async () => {
     await open('deployments')
-    const list = await a!.cliJson(['actor', 'cmd', '/dms/node/deployment/list'])
-    expect(list.deployments).toEqual([])
     expect(await page.textContent('main')).toContain('No deployments')
+    // one node pinned to this daemon: the only provider onboarded here
+    const file = join(out, 'solo.yaml')
+    await writeFile(file, `version: V1
+allocations:
+  svc:
+    executor: process
+    resources: { cpu: { cores: 0.1 }, ram: { size: 32MiB }, disk: { size: 1MiB } }
+    execution: { cmd: [sleep, '600'] }
+nodes:
+  solo:
+    allocations: [svc]
+    peer: ${a!.info.peerId}
+`)
+    const r = await a!.cli(['deploy', file, '--timeout', '30s', '--bid-window', '300ms'], { timeoutMs: 45_000 })
+    expect(r.code, r.stderr).toBe(0)
+    const { ensembleId } = JSON.parse(r.stdout.trimEnd().split('\n').pop() as string) as { ensembleId: string }
+    const status = await a!.cliJson<{ status: string, allocations: Record<string, { peer: string, status: string }> }>(['deployment', 'status', ensembleId])
+    expect(status.status).toBe('Running')
+    // no reload: the deployment.status events bring it
+    const card = page.locator(`[data-ensemble="${ensembleId}"]`)
+    await card.waitFor({ timeout: 20_000 })
+    await page.waitForFunction((id) => document.querySelector(`[data-ensemble="${id}"] p .badge`)?.textContent === 'Running', ensembleId, { timeout: 20_000 })
+    const names = Object.keys(status.allocations)
+    expect(names.length).toBe(1)
+    const cells = await card.locator('table tbody tr td').allTextContents()
+    expect(cells.slice(0, 3)).toEqual([names[0], a!.info.peerId, status.allocations[names[0]].status])
+    expect(await card.locator('.timeline li').count()).toBeGreaterThan(1)
     await shot('deployments')
+    expect((await a!.cliJson<{ status: string }>(['deployment', 'shutdown', ensembleId])).status).toBe('Completed')
+    expect(problems.join('\n')).toBe('')
+  })
 
-    const caps = await a!.cliJson(['actor', 'cmd', '/dms/cap/list'])
+  it('Trust lists the roots, tokens held and issued by id with their expiry, and no token text', async () => {
+    const grant = async (d: Daemon, subject: string, duration: string): Promise<string> => {
+      const g = await d.cli(['cap', 'grant', subject, '--cap', '/dms/node/peers/list', '--duration', duration, '--token-only'])
+      expect(g.code, g.stderr).toBe(0)
+      return g.stdout.trim()
+    }
+    // held: b's owner lets a's node list b's peers; issued: a's owner lets b's user list a's peers
+    const held = await grant(b!, a!.info.did, '2h')
+    expect((await a!.cli(['cap', 'anchor', '--context', 'dms', '--provide', held])).code).toBe(0)
+    const bUser = (await b!.cli(['key', 'did'])).stdout.trim()
+    const issued = await grant(a!, bUser, '1h')
+    expect((await a!.cli(['cap', 'anchor', '--context', 'dms', '--require', issued])).code).toBe(0)
+
+    const caps = await a!.cliJson<{ roots: string[], provide: Array<{ id: string, expiry: string }>, require: Array<{ id: string, expiry: string }> }>(['actor', 'cmd', '/dms/cap/list'])
+    expect(caps.provide.length).toBe(1)
+    expect(caps.require.length).toBe(1)
     await open('trust')
     const roots = await page.locator('[data-testid="roots"] li').allTextContents()
     expect(roots).toEqual(caps.roots)
-    // a JWT is three base64url parts: none may reach the page
-    expect(await page.content()).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\./)
+    for (const [testid, t] of [['provide', caps.provide[0]], ['require', caps.require[0]]] as const) {
+      const row = page.locator(`[data-testid="${testid}"] tr[data-token="${t.id}"]`)
+      expect(await row.locator('td').first().textContent()).toBe(t.id)
+      expect(await row.locator('td[data-expiry]').getAttribute('data-expiry')).toBe(t.expiry)
+      expect(await row.locator('td[data-expiry]').textContent()).toMatch(/\(in \d+[hm]/)
+    }
+    // a JWT is three base64url parts: none may reach the page, least of all these two
+    const content = await page.content()
+    expect(content).not.toContain(held.split('.')[2])
+    expect(content).not.toContain(issued.split('.')[2])
+    expect(content).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\./)
     await shot('trust')
     expect(problems.join('\n')).toBe('')
   })

@@ -10,18 +10,26 @@ import { BIN, PASSPHRASE, ROOT, cleanup, startDaemon, type Daemon } from './harn
  */
 
 /** A GET as a scraper sends it: no Origin; the Host given (the API's own unless said otherwise). */
-async function get (api: string, path: string, host?: string): Promise<{ status: number, type: string, body: string }> {
+async function get (api: string, path: string, host?: string, cookie?: string): Promise<{ status: number, type: string, body: string, setCookie?: string }> {
   const u = new URL(path, api)
   return await new Promise((resolve, reject) => {
-    const req = request({ host: u.hostname, port: u.port, path: u.pathname + u.search, headers: { host: host ?? u.host }, timeout: 15_000 }, res => {
+    const req = request({ host: u.hostname, port: u.port, path: u.pathname + u.search, headers: { host: host ?? u.host, ...(cookie !== undefined ? { cookie } : {}) }, timeout: 15_000 }, res => {
       let body = ''
       res.on('data', (d: Buffer) => { body += d.toString() })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }) })
+      res.on('end', () => { resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body, setCookie: res.headers['set-cookie']?.[0] }) })
     })
     req.on('timeout', () => { req.destroy(new Error('timeout')) })
     req.on('error', reject)
     req.end()
   })
+}
+
+/** The dashboard's session cookie, by `dms ui`'s one-time URL (the event stream needs it). */
+async function login (d: Daemon): Promise<string> {
+  const u = new URL((await d.cliJson<{ url: string }>(['ui'])).url)
+  const r = await get(d.info.api, u.pathname + u.search)
+  expect(r.status).toBe(303)
+  return (r.setCookie ?? '').split(';')[0]
 }
 
 /** Samples of the text format: `name{labels} value` → value, keyed by `name{labels}` as written. */
@@ -93,7 +101,7 @@ describe('observability (issue 16)', () => {
   it('dms events --follow shows a second daemon joining; onboarding produced an event', async () => {
     const d = a!
     // the event stream as JSON (no follow) already holds the onboarding of the first test
-    const json = JSON.parse((await get(d.info.api, '/api/v1/events?since=0')).body) as { events: Array<{ type: string, seq: number, at: string }>, last: number }
+    const json = JSON.parse((await get(d.info.api, '/api/v1/events?since=0', undefined, await login(d))).body) as { events: Array<{ type: string, seq: number, at: string }>, last: number }
     const onboarding = json.events.find(e => e.type === 'onboarding.changed')
     expect(onboarding).toMatchObject({ type: 'onboarding.changed', onboarded: true, resources: { ramBytes: 1024 ** 3 } })
     expect(new Date(onboarding!.at).toISOString()).toBe(onboarding!.at)
