@@ -194,6 +194,30 @@ describe('dms deploy across three daemons', () => {
     expect((await a.cliJson(['deployment', 'shutdown', lastJson<Summary>(piped).ensembleId])).status).toBe('Completed')
   })
 
+  it('--image runs a local image where the file names one no registry here has', async () => {
+    const file = join(dir, 'docker-task.yaml')
+    await writeFile(file, `version: V1
+allocations:
+  hi:
+    type: task
+    executor: docker
+    resources: { cpu: { cores: 0.1 }, ram: { size: 32MiB }, disk: { size: 1MiB } }
+    execution: { image: 'example.org/hello:1', cmd: [echo, hi] }
+nodes:
+  n: { allocations: [hi] }
+`)
+    const bad = await a.cli(['deploy', file, '--image', 'example.org/hello:1'])
+    expect(bad.code).toBe(1)
+    expect(bad.stderr).toMatch(/^InvalidArgument: --image takes NAME=IMAGE/)
+    const image = process.env.DMS_TEST_DOCKER_IMAGE ?? 'localhost/dms-busybox:latest'
+    const r = await a.cli(['deploy', file, '--image', `example.org/hello:1=${image}`, '--timeout', '60s', '--bid-window', '300ms', '--follow'], { timeoutMs: 90_000 })
+    expect(r.code, r.stderr).toBe(0)
+    const { ensembleId, status } = lastJson<Summary>(r)
+    expect(status).toBe('Completed')
+    expect((await a.cli(['deployment', 'logs', ensembleId, 'hi'])).stdout).toBe('hi\n')
+    expect((await a.cliJson(['deployment', 'shutdown', ensembleId])).status).toBe('Completed')
+  })
+
   it('--dry-run checks a file without a daemon: every mistake named, or the plan', async () => {
     const file = join(dir, 'two-mistakes.yaml')
     await writeFile(file, single('32MiB').replace('cores: 0.1', 'cores: many').replace('executor: process', 'executor: vm'))

@@ -9,7 +9,7 @@ import { progress, type Progress } from '../progress.js'
 import { DEFAULT_TIMEOUT_MS, ago, emit, globalsFrom, printJson, table, withCommon, type CliGlobals, type OutputOpts } from '../common.js'
 
 interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, timeout?: string }
-interface DeployOpts { dataDir?: string, context?: string, timeout: string, bidWindow?: string, colocate?: boolean, follow?: boolean, dryRun?: boolean }
+interface DeployOpts { dataDir?: string, context?: string, timeout: string, bidWindow?: string, colocate?: boolean, follow?: boolean, dryRun?: boolean, image?: string[] }
 
 /** A long poll asks the daemon to answer within this (the envelope lifetime allows 10 min). */
 const POLL_MS = 5 * 60_000
@@ -54,6 +54,17 @@ function allocationName (arg: string, m: Manifest): string {
   }
   const known = Object.entries(m.allocations).map(([a, x]) => `${x.node}.${a}`)
   throw new InvalidArgument(`deployment ${m.ensembleId} has no allocation '${arg}' (it has ${known.join(', ') || 'none placed yet'})`, { field: 'allocation' })
+}
+
+/** `--image name=image` flags as a map; a malformed one is refused naming it. */
+export function imagesFrom (flags: string[]): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const f of flags) {
+    const eq = f.indexOf('=')
+    if (eq <= 0 || eq === f.length - 1) throw new InvalidArgument(`--image takes NAME=IMAGE (the image named in the file, then the one to run), got '${f}'`, { field: '--image' })
+    out[f.slice(0, eq)] = f.slice(eq + 1)
+  }
+  return out
 }
 
 /** What `dms deploy` prints last: the status and where each allocation runs. */
@@ -105,7 +116,8 @@ async function deploy (file: string, o: DeployOpts): Promise<void> {
     env,
     timeoutMs,
     ...(bidWindowMs !== undefined ? { bidWindowMs } : {}),
-    ...(o.colocate === true ? { colocate: true } : {})
+    ...(o.colocate === true ? { colocate: true } : {}),
+    ...(o.image !== undefined ? { images: imagesFrom(o.image) } : {})
   }, { session: s })
   const p = progress()
   p.step(`deployment ${ensembleId}`)
@@ -137,6 +149,7 @@ export function register (program: Command): void {
     .option('--timeout <duration>', 'deadline for the deployment to be running (e.g. 30s, 2m; a unit is required)', DEFAULT_DEPLOY_TIMEOUT)
     .option('--bid-window <duration>', 'how long bids are collected at most (e.g. 500ms, 1s; default 1s)')
     .option('--colocate', 'allow two ensemble nodes on one provider')
+    .option('--image <name=image>', 'run image <image> wherever the file names <name> (repeatable), e.g. --image busybox=localhost/dms-busybox:latest', (v: string, prev: string[] = []) => [...prev, v])
     .option('--follow', 'once running, keep printing transitions until the deployment ends')
     .option('--dry-run', 'check the file here (no daemon needed) and print the plan: start layers and what each node asks')
     .addHelpText('after', '\nExamples:\n  dms deploy test/fixtures/ensembles/three-services.yaml --timeout 60s\n  dms deploy app.yaml --dry-run\n  DB_PASSWORD=secret dms deploy app.yaml   # ${DB_PASSWORD} in the file is sent, nothing else of the environment')
