@@ -6,8 +6,8 @@ import { createNode, type Node } from '../../src/index.js'
 import { newIdentity } from '../../src/identity/identity.js'
 import type { Identity } from '../../src/identity/identity.js'
 import { addRoot } from '../../src/security/index.js'
-import type { LedgerSnapshot } from '../../src/services/resources/index.js'
 import type { AllocationView } from '../../src/services/provider/index.js'
+import { heldFor, untilDeployment } from './deployment-helpers.js'
 import type { DeploymentView, Manifest } from '../../src/services/orchestrator/index.js'
 
 /**
@@ -50,16 +50,9 @@ describe('supervision of deployments', () => {
   const status = async (id: string, after?: number): Promise<DeploymentView> =>
     await a.invoke<DeploymentView>(a.did, '/dms/node/deployment/status', after === undefined ? { id } : { id, after }, { timeout: 10_000 })
   /** Follows transitions (long polls, bounded in count) until `done`. */
-  const until = async (id: string, done: (v: DeploymentView) => boolean): Promise<DeploymentView> => {
-    let v = await status(id)
-    for (let i = 0; i < 300 && !done(v); i++) v = await status(id, v.transitionCount)
-    return v
-  }
+  const until = async (id: string, done: (v: DeploymentView) => boolean): Promise<DeploymentView> => await untilDeployment(a, id, done)
   const manifest = async (id: string): Promise<Manifest> => await a.invoke<Manifest>(a.did, '/dms/node/deployment/manifest', { id }, T)
-  const heldBy = async (n: Node, ensembleId: string): Promise<string[]> => {
-    const l = await n.invoke<LedgerSnapshot>(n.did, '/dms/node/resources/ledger', {}, T)
-    return [...l.reservations, ...l.allocations].map(r => r.id).filter(x => x.startsWith(`${ensembleId}.`))
-  }
+  const heldBy = heldFor
   const shutdown = async (id: string): Promise<void> => {
     expect((await a.invoke<DeploymentView>(a.did, '/dms/node/deployment/shutdown', { id }, T)).status).toBe('Completed')
     for (const n of nodes) expect(await heldBy(n, id)).toEqual([])

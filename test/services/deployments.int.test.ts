@@ -5,8 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createNode, type Node } from '../../src/index.js'
 import { newIdentity } from '../../src/identity/identity.js'
 import { addAnchor, addRoot, grantToken } from '../../src/security/index.js'
-import type { LedgerSnapshot } from '../../src/services/resources/index.js'
 import type { AllocationView } from '../../src/services/provider/index.js'
+import { heldFor, untilDeployment } from './deployment-helpers.js'
 import type { DeploymentView, Manifest } from '../../src/services/orchestrator/index.js'
 
 /**
@@ -39,15 +39,8 @@ describe('deployments across nodes', () => {
   const deploy = async (ensemble: string, extra: Record<string, unknown> = {}): Promise<string> =>
     (await a.invoke<{ ensembleId: string }>(a.did, '/dms/node/deployment/new', { ensemble, ...extra }, T)).ensembleId
   /** Follows the deployment's transitions (long polls) until `done` says so; bounded by the poll count. */
-  const until = async (id: string, done: (v: DeploymentView) => boolean): Promise<DeploymentView> => {
-    let v = await a.invoke<DeploymentView>(a.did, '/dms/node/deployment/status', { id }, T)
-    for (let i = 0; i < 200 && !done(v); i++) v = await a.invoke<DeploymentView>(a.did, '/dms/node/deployment/status', { id, after: v.transitionCount }, { timeout: 10_000 })
-    return v
-  }
-  const held = async (n: Node, ensembleId: string): Promise<string[]> => {
-    const l = await n.invoke<LedgerSnapshot>(n.did, '/dms/node/resources/ledger', {}, T)
-    return [...l.reservations, ...l.allocations].map(r => r.id).filter(id => id.startsWith(`${ensembleId}.`))
-  }
+  const until = async (id: string, done: (v: DeploymentView) => boolean): Promise<DeploymentView> => await untilDeployment(a, id, done)
+  const held = heldFor
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'dms-deploy-'))

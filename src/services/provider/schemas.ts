@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { HealthCheckSchema, RestartPolicySchema } from '../allocations/index.js'
 import { ResourceRequestSchema } from '../resources/index.js'
+import { MAX_LOG_READ_BYTES } from '../allocations/constants.js'
 import { MAX_RESERVATION_TTL_MS } from '../resources/constants.js'
 import { DEFAULT_COMMIT_TTL_MS, MAX_ALLOCATIONS_PER_COMMIT } from './constants.js'
 
@@ -118,3 +119,13 @@ export const ContainerStartRequest = z.strictObject({
   restart: RestartPolicySchema.optional(),
   healthcheck: HealthCheckSchema.optional()
 })
+
+/** A read of an allocation's output (`/dms/allocation/logs`, and `/dms/node/deployment/logs` for one of a deployment). */
+export const LogReadFields = {
+  stream: z.enum(['stdout', 'stderr']).default('stdout'),
+  offset: z.number().int().nonnegative().default(0),
+  maxBytes: z.number().int().positive().max(MAX_LOG_READ_BYTES).default(64 * 1024),
+  wait: z.boolean().default(false)
+}
+/** A chunk of output from a byte offset; `ended`: the allocation ended and nothing more will come. */
+export const LogChunkReply = z.object({ data: z.string(), nextOffset: z.number().int(), eof: z.boolean(), ended: z.boolean(), skipped: z.number().int().optional() })
