@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BIN, PASSPHRASE, ROOT, cleanup, eventually, startDaemon, stopAllocations, type Daemon } from './harness.js'
+import { BIN, PASSPHRASE, ROOT, cleanup, eventually, openStreams, startDaemon, stopAllocations, type Daemon } from './harness.js'
 
 /**
  * `dms alloc logs ID --follow` on a stream (issue 8): a line the workload writes reaches the CLI
@@ -12,14 +12,6 @@ import { BIN, PASSPHRASE, ROOT, cleanup, eventually, startDaemon, stopAllocation
 const STAMPER = 'while true; do echo "t $(date +%s%3N)"; sleep 0.1; done'
 /** Closing the HTTP connection is seen at once; the rest is a scrape's round trip on a loaded machine. */
 const FREED_WITHIN_MS = 3_000
-
-/** Open streams on the daemon by role, from its Prometheus scrape. */
-async function openStreams (d: Daemon): Promise<number> {
-  const text = await (await fetch(`${d.info.api}/metrics`)).text()
-  let n = 0
-  for (const m of text.matchAll(/^dms_streams_open\{role="(?:reader|writer)"\} (\d+)$/gm)) n += Number(m[1])
-  return n
-}
 
 interface Follow { proc: ChildProcess, lines: Array<{ text: string, at: number }>, firstLine: Promise<void>, exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>, stderr: () => string }
 
