@@ -8,7 +8,7 @@ import { createNode, type Node } from '../../src/index.js'
 import { newIdentity } from '../../src/identity/identity.js'
 import { isDmsError, type DmsError } from '../../src/lib/errors.js'
 import type { StreamReader, StreamWriter } from '../../src/stream/index.js'
-import { FAST_CHANNELS, LIVENESS_BOUND_MS, ticksBehavior, writers } from './ticks.js'
+import { FAST_CHANNELS, LIVENESS_BOUND_MS, relayBehavior, ticksBehavior, writers } from './ticks.js'
 
 /**
  * Streams between real nodes on loopback (issue 8): order and credit, cancel from each side,
@@ -30,6 +30,22 @@ async function until (check: () => boolean, timeoutMs: number, what: string): Pr
 async function over (w: StreamWriter): Promise<DmsError> {
   if (w.signal.aborted) return w.signal.reason as DmsError
   return await new Promise(resolve => { w.signal.addEventListener('abort', () => { resolve(w.signal.reason as DmsError) }, { once: true }) })
+}
+
+/**
+ * Opens a stream to a node that is dialling this one (its bootstrap): until its dial lands,
+ * the open is Unreachable, so it is tried again, a bounded number of times.
+ */
+async function openWhenConnected (n: Node, dest: string, behavior: string, request: Record<string, unknown>, opts: { window?: number } = {}): Promise<StreamReader> {
+  for (let i = 0; i < 50; i++) {
+    try {
+      return await n.streams.open(dest, behavior, request, { timeoutMs: 5_000, ...opts })
+    } catch (err) {
+      if (!isDmsError(err, 'Unreachable')) throw err
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+  }
+  throw new Error(`could not open ${behavior} on ${dest}`)
 }
 
 const open = (n: Node): number => { const c = n.streams.count(); return c.readers + c.writers }
@@ -68,6 +84,7 @@ describe('streams', () => {
     b.handle(ticksBehavior)
     a = await createNode({ dataDir: join(dir, 'a'), identity: await newIdentity(), channels: FAST_CHANNELS, config: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, helloIntervalMs: 60_000, bootstrap: [b.addrs()[0]] } })
     a.handle(ticksBehavior)
+    a.handle(relayBehavior)
   })
   afterAll(async () => {
     for (const p of children) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
@@ -143,17 +160,7 @@ describe('streams', () => {
   it('a reader whose writer process is killed gets StreamLost within the bound', async () => {
     // the child dials this node (its bootstrap), so this node can reach it by its PeerId
     const writer = await child('writer', a.addrs()[0])
-    let r: StreamReader | undefined
-    for (let i = 0; i < 50 && r === undefined; i++) {
-      try {
-        r = await a.streams.open(writer.peerId, '/test/stream/ticks', { everyMs: 20 }, { timeoutMs: 5_000 })
-      } catch (err) {
-        // not connected yet: the child's bootstrap dial is under way
-        if (!isDmsError(err, 'Unreachable')) throw err
-        await new Promise(resolve => setTimeout(resolve, 100))
-      }
-    }
-    if (r === undefined) throw new Error('could not open a stream to the writer process')
+    const r = await openWhenConnected(a, writer.peerId, '/test/stream/ticks', { everyMs: 20 })
     expect((await r.next()).done).toBe(false)
     const killedAt = Date.now()
     await kill9(writer.proc)
@@ -163,6 +170,35 @@ describe('streams', () => {
     expect(took).toBeLessThan(LIVENESS_BOUND_MS)
     expect(open(a)).toBe(0)
     console.log(`reader told ${took} ms after the writer was killed`)
+  })
+
+  it('a relayed stream: the reader\'s cancel reaches the source through the relay', async () => {
+    // b reads a's relay, which reads b's ticks: two streams, b → a → b
+    const r = await b.streams.open(a.peerId, '/test/stream/relay', { target: b.peerId })
+    const source = writers[writers.length - 1] // the relay's own writer is not a ticks writer
+    expect(source.peer).toBe(a.peerId)
+    expect((await r.next()).done).toBe(false)
+    expect(b.streams.count()).toEqual({ readers: 1, writers: 1 })
+    expect(a.streams.count()).toEqual({ readers: 1, writers: 1 })
+    r.cancel('enough')
+    const why = await over(source)
+    expect(why).toMatchObject({ name: 'StreamClosed', fields: { side: 'reader' } })
+    await until(() => open(a) === 0 && open(b) === 0, 5_000, 'both relayed streams freed')
+  })
+
+  it('a relayed stream: the source process killed reaches the reader as StreamLost naming the source', async () => {
+    const writer = await child('writer', a.addrs()[0])
+    // until a is connected to the child, the relay's own open answers Unreachable
+    const r = await openWhenConnected(b, a.peerId, '/test/stream/relay', { target: writer.peerId })
+    expect((await r.next()).done).toBe(false)
+    const killedAt = Date.now()
+    await kill9(writer.proc)
+    const err = await (async () => { try { for (let i = 0; i < 100_000; i++) if ((await r.next()).done === true) return undefined } catch (e) { return e as DmsError } })()
+    const took = Date.now() - killedAt
+    expect(err).toMatchObject({ name: 'StreamLost', fields: { side: 'writer', peer: writer.peerId } })
+    expect(took).toBeLessThan(LIVENESS_BOUND_MS)
+    await until(() => open(a) === 0 && open(b) === 0, 5_000, 'both relayed streams freed')
+    console.log(`relayed reader told ${took} ms after the source was killed`)
   })
 
   it('heartbeats run between a pair only while a stream is open', async () => {
@@ -194,7 +230,7 @@ describe('streams', () => {
     const c = await createNode({ dataDir: join(dir, 'c'), identity: await newIdentity(), channels: FAST_CHANNELS, streams: { stallMs: 300 }, config: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, helloIntervalMs: 60_000, bootstrap: [b.addrs()[0]] } })
     try {
       c.handle(ticksBehavior)
-      const r = await b.streams.open(c.peerId, '/test/stream/ticks', { pad: 100 }, { window: 2_048 })
+      const r = await openWhenConnected(b, c.peerId, '/test/stream/ticks', { pad: 100 }, { window: 2_048 })
       const w = writers[writers.length - 1]
       const why = await over(w)
       expect(why).toMatchObject({ name: 'StreamLost', fields: { side: 'reader', reason: 'stalled' } })

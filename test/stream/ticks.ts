@@ -3,6 +3,7 @@ import { defineBehavior } from '../../behaviors/define.js'
 import type { ChannelServiceInit } from '../../src/channel/index.js'
 import { StreamAccepted, StreamOpen } from '../../src/stream/wire.js'
 import type { StreamWriter } from '../../src/stream/index.js'
+import { pipeStream } from '../../src/stream/pump.js'
 
 /**
  * Heartbeats fast enough for tests to see a lost peer within a second: 200 ms × 3 misses, each
@@ -39,6 +40,25 @@ export const ticksBehavior = defineBehavior({
         if (w.state === 'open') await w.end({ ticks: req.count })
       } catch { /* the stream is over: its signal says why */ }
     })()
+    return { id: req.open.id }
+  }
+})
+
+/**
+ * A relay for tests, as `/dms/node/deployment/logs/stream` relays a remote allocation's log: opens
+ * the ticks of `target` and pipes them into the caller's stream.
+ */
+export const relayBehavior = defineBehavior({
+  path: '/test/stream/relay',
+  capability: false,
+  describe: 'test: relays the ticks of another node',
+  request: z.strictObject({ open: StreamOpen, target: z.string(), everyMs: z.number().int().min(0).default(20) }),
+  response: StreamAccepted,
+  needs: ['streams'],
+  handler: async ({ streams }, req, call) => {
+    const up = await streams.open(req.target, '/test/stream/ticks', { everyMs: req.everyMs }, { window: req.open.window })
+    const w = streams.accept(call, req.open)
+    void pipeStream(up, w)
     return { id: req.open.id }
   }
 })
