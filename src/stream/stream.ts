@@ -25,6 +25,25 @@ export function chunkSize (chunk: unknown): number {
 
 /** Calls of the protocol carry no capability (the open was authorized): skip the proof lookup. */
 const NO_CAP: string[] = []
+/**
+ * An end or a cancel is the other end's last word about the stream: lost on a connection that
+ * broke and is dialled again, the other end would wait for nothing while heartbeats still pass.
+ * So it is tried again on `Unreachable`, a few times, backing off (200, 400 ms).
+ */
+const LAST_WORD_ATTEMPTS = 3
+const LAST_WORD_BACKOFF_MS = 200
+
+async function tell (root: () => Actor, peer: string, path: string, msg: unknown, timeoutMs: number): Promise<void> {
+  for (let i = 0; i < LAST_WORD_ATTEMPTS; i++) {
+    try {
+      await root().invoke(peer, path, msg, { timeout: timeoutMs, cap: NO_CAP })
+      return
+    } catch (err) {
+      if (i + 1 >= LAST_WORD_ATTEMPTS || !isDmsError(err, 'Unreachable')) throw err
+      await new Promise(resolve => setTimeout(resolve, LAST_WORD_BACKOFF_MS * 2 ** i))
+    }
+  }
+}
 
 /**
  * The reading end: chunks in order as an async iterator, credit granted as they are consumed.
@@ -181,7 +200,7 @@ export class StreamReader implements AsyncIterable<unknown> {
   }
 
   private sendCancel (reason: string): void {
-    this.p.root().invoke(this.p.peer, '/dms/stream/cancel', { id: this.p.id, to: 'writer', reason: reason.slice(0, 1_000) }, { timeout: this.p.callTimeoutMs, cap: NO_CAP }).catch((err: unknown) => {
+    tell(this.p.root, this.p.peer, '/dms/stream/cancel', { id: this.p.id, to: 'writer', reason: reason.slice(0, 1_000) }, this.p.callTimeoutMs).catch((err: unknown) => {
       // the writer's node is away: its own heartbeats end the stream there within the bound
       this.p.log.debug({ err: toWireError(err), id: this.p.id }, 'a stream cancel call failed')
     })
@@ -315,7 +334,7 @@ export class StreamWriter {
   }
 
   private call (path: string, msg: unknown): void {
-    this.p.root().invoke(this.p.peer, path, msg, { timeout: this.p.callTimeoutMs, cap: NO_CAP }).catch((err: unknown) => {
+    tell(this.p.root, this.p.peer, path, msg, this.p.callTimeoutMs).catch((err: unknown) => {
       this.p.log.debug({ err: toWireError(err), id: this.p.id, path }, 'a stream call failed; the reader\'s heartbeats end the stream there')
     })
   }

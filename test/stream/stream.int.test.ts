@@ -8,7 +8,7 @@ import { createNode, type Node } from '../../src/index.js'
 import { newIdentity } from '../../src/identity/identity.js'
 import { isDmsError, type DmsError } from '../../src/lib/errors.js'
 import type { StreamReader, StreamWriter } from '../../src/stream/index.js'
-import { FAST_CHANNELS, LIVENESS_BOUND_MS, relayBehavior, ticksBehavior, writers } from './ticks.js'
+import { FAST_CHANNELS, LIVENESS_BOUND_MS, relayBehavior, silentBehavior, ticksBehavior, writers } from './ticks.js'
 
 /**
  * Streams between real nodes on loopback (issue 8): order and credit, cancel from each side,
@@ -82,6 +82,7 @@ describe('streams', () => {
     dir = await mkdtemp(join(tmpdir(), 'dms-stream-'))
     b = await createNode({ dataDir: join(dir, 'b'), identity: await newIdentity(), channels: FAST_CHANNELS, config: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, helloIntervalMs: 60_000 } })
     b.handle(ticksBehavior)
+    b.handle(silentBehavior)
     a = await createNode({ dataDir: join(dir, 'a'), identity: await newIdentity(), channels: FAST_CHANNELS, config: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, helloIntervalMs: 60_000, bootstrap: [b.addrs()[0]] } })
     a.handle(ticksBehavior)
     a.handle(relayBehavior)
@@ -113,6 +114,39 @@ describe('streams', () => {
     }
     expect(got).toEqual(Array.from({ length: 300 }, (_, i) => i + 1))
     expect(r.endInfo).toEqual({ ticks: 300 })
+    expect(open(a)).toBe(0)
+    expect(open(b)).toBe(0)
+  })
+
+  it('puts chunks that arrive out of order back in order, and refuses chunks from another node or past the credit', async () => {
+    const r = await a.streams.open(b.peerId, '/test/stream/silent', {}, { window: 1_024 })
+    const w = writers[writers.length - 1]
+    // b's root speaks the protocol by hand: chunk 2 before chunk 1
+    const data = async (from: Node, seq: number, chunk: unknown): Promise<unknown> => await from.invoke(a.peerId, '/dms/stream/data', { id: r.id, seq, chunk }, { timeout: 5_000 })
+    expect(await data(b, 2, 'two')).toEqual({ credit: 1_024 })
+    await data(b, 1, 'one')
+    await data(b, 1, 'one') // a duplicate: dropped
+    expect((await r.next()).value).toBe('one')
+    expect((await r.next()).value).toBe('two')
+    expect(r.chunks).toBe(2)
+    // a third node cannot address a stream of this pair, even knowing its id
+    const c = await createNode({ dataDir: join(dir, 'c3'), identity: await newIdentity(), channels: FAST_CHANNELS, config: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, helloIntervalMs: 60_000, bootstrap: [a.addrs()[0]] } })
+    try {
+      let refusal: unknown
+      for (let i = 0; i < 50; i++) {
+        refusal = await data(c, 3, 'forged').catch((err: unknown) => err)
+        if (!isDmsError(refusal, 'Unreachable')) break
+        await new Promise(resolve => setTimeout(resolve, 100))
+      }
+      expect(refusal).toMatchObject({ name: 'NotFound' })
+    } finally {
+      await c.stop()
+    }
+    expect(r.chunks).toBe(2)
+    // past the credit (1,024 bytes beyond the 10 read): refused, and the reader cancels the writer
+    await expect(data(b, 3, 'x'.repeat(1_100))).rejects.toMatchObject({ name: 'BadRequest' })
+    expect(await over(w)).toMatchObject({ name: 'StreamClosed', fields: { side: 'reader' } })
+    await expect(r.next()).rejects.toMatchObject({ name: 'BadRequest' })
     expect(open(a)).toBe(0)
     expect(open(b)).toBe(0)
   })

@@ -62,3 +62,17 @@ export const relayBehavior = defineBehavior({
     return { id: req.open.id }
   }
 })
+
+/** Accepts a stream and writes nothing: a test speaks the protocol itself from the writer's node. */
+export const silentBehavior = defineBehavior({
+  path: '/test/stream/silent',
+  capability: false,
+  describe: 'test: a stream that the test writes by hand',
+  request: z.strictObject({ open: StreamOpen }),
+  response: StreamAccepted,
+  needs: ['streams'],
+  handler: ({ streams }, req, call) => {
+    writers.push(streams.accept(call, req.open))
+    return { id: req.open.id }
+  }
+})
