@@ -4,10 +4,10 @@ import type { StreamReader, StreamWriter } from './stream.js'
 /** Output read per log chunk at most: a small fraction of the window so several are in flight. */
 const MAX_LOG_CHUNK_BYTES = 64 * 1024
 /**
- * JSON may grow text up to 6× (`\u0000` for a control byte): a read of window / 8 always fits
- * the window once encoded, so a chunk never waits for credit it can never get.
+ * A chunk is at most a quarter window (StreamWriter.write), and JSON may grow text up to 6×
+ * (`\u0000` for a control byte): a read of window / 32 fits once encoded, whatever the bytes.
  */
-const LOG_CHUNK_WINDOW_SHARE = 8
+const LOG_CHUNK_WINDOW_SHARE = 32
 /**
  * Reads of one follow at most (every loop is bounded): each either carries output or waits for
  * it, so this is ~10 million chunks, far past any stream a reader keeps open.

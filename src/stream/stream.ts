@@ -242,12 +242,16 @@ export class StreamWriter {
   get blocked (): boolean { return this.creditWaiter !== undefined }
 
   /**
-   * Sends one chunk (any JSON value, at most a window's size) once the reader's credit allows it;
+   * Sends one chunk (any JSON value, at most a quarter of the window) once the reader's credit allows it;
    * resolves when it is handed to the transport. Rejects with why the stream is over.
    */
   async write (chunk: unknown): Promise<void> {
     const size = chunkSize(chunk)
-    if (size > this.p.window) throw new BadRequest(`a chunk of ${size} bytes does not fit stream ${this.p.id}'s window of ${this.p.window}`, { size, window: this.p.window })
+    // at most a quarter window: a reader that consumed a blocked writer's backlog then always has a
+    // quarter window of new credit to advertise (its trigger); a larger chunk could wait for
+    // credit the reader never sees a reason to send
+    const max = Math.floor(this.p.window / STREAM_CREDIT_FRACTION)
+    if (size > max) throw new BadRequest(`a chunk of ${size} bytes is over a quarter of stream ${this.p.id}'s window (${max} of ${this.p.window})`, { size, max, window: this.p.window })
     const turn = this.chain.then(async () => { await this.send(chunk, size) })
     this.chain = turn.catch(() => {})
     await turn

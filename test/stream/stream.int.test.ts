@@ -121,6 +121,9 @@ describe('streams', () => {
   it('puts chunks that arrive out of order back in order, and refuses chunks from another node or past the credit', async () => {
     const r = await a.streams.open(b.peerId, '/test/stream/silent', {}, { window: 1_024 })
     const w = writers[writers.length - 1]
+    // a chunk over a quarter window is refused (it could wait for credit that never comes); the stream goes on
+    await expect(w.write('x'.repeat(300))).rejects.toMatchObject({ name: 'BadRequest', fields: { max: 256 } })
+    expect(w.state).toBe('open')
     // b's root speaks the protocol by hand: chunk 2 before chunk 1
     const data = async (from: Node, seq: number, chunk: unknown): Promise<unknown> => await from.invoke(a.peerId, '/dms/stream/data', { id: r.id, seq, chunk }, { timeout: 5_000 })
     expect(await data(b, 2, 'two')).toEqual({ credit: 1_024 })
