@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
+import type { z } from 'zod'
 import type { Actor, CallOptions, Destination } from '../actor/actor.js'
 import type { CallInfo } from '../actor/behavior.js'
 import { decodeEnvelope } from '../actor/envelope.js'
@@ -13,7 +14,6 @@ import {
 } from './constants.js'
 import { StreamReader, StreamWriter } from './stream.js'
 import { StreamOpen, type CancelRequest, type CreditRequest, type DataRequest, type EndRequest } from './wire.js'
-import type { z } from 'zod'
 
 export { StreamReader, StreamWriter, chunkSize } from './stream.js'
 export { StreamOpen } from './wire.js'
