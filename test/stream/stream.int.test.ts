@@ -159,6 +159,8 @@ describe('streams', () => {
     const w = writers[writers.length - 1]
     expect((await r.next()).done).toBe(false)
     expect(open(b)).toBe(1)
+    // what an operator sees: node status and the list behaviour count the same ends
+    expect(await b.invoke(b.did, '/dms/node/status', {}, { timeout: 5_000 })).toMatchObject({ streams: { open: 1, readers: 0, writers: 1 } })
     r.cancel('seen enough')
     const why = await over(w)
     expect(why).toMatchObject({ name: 'StreamClosed', fields: { side: 'reader', reason: 'seen enough' } })
