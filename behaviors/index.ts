@@ -15,6 +15,8 @@ import portsRelease from './node/ports/release.js'
 import portsReserve from './node/ports/reserve.js'
 import { channelBehaviors } from './channel/index.js'
 import channelsList from './node/channels/list.js'
+import { streamBehaviors } from './stream/index.js'
+import streamsList from './node/streams/list.js'
 
 /**
  * Every behaviour of a dms node, one declaration per file. The dispatcher, `specs/behaviors.md`
@@ -36,7 +38,9 @@ export const behaviors = [
   ...providerBehaviors,
   ...deploymentBehaviors,
   ...channelBehaviors,
-  channelsList
+  channelsList,
+  ...streamBehaviors,
+  streamsList
 ] as const
 
 /**

@@ -10,6 +10,7 @@ import type { AllocationControl, ProviderService } from '../src/services/provide
 import type { ExecutorStatus } from '../src/services/executors/index.js'
 import type { DeploymentService, OrchestratorControl } from '../src/services/orchestrator/index.js'
 import type { ChannelService } from '../src/channel/index.js'
+import type { StreamService } from '../src/stream/index.js'
 import type { NodeEvents } from '../src/node/events.js'
 import type { LogControl } from '../src/lib/log.js'
 import type { UiAuth } from '../src/api/ui-auth.js'
@@ -36,6 +37,8 @@ export interface Services {
   deployments: DeploymentService
   /** Reliable ordered channels between actors (specs/channel.md). */
   channels: ChannelService
+  /** Streams between actors: credit-based flow control, liveness on both sides (specs/streams.md). */
+  streams: StreamService
   /** The node's event stream (a bounded ring of recent events). */
   events: NodeEvents
   /** Log levels, changed at run time. */
@@ -47,6 +50,8 @@ export interface Services {
 /** What an allocation actor's behaviours receive: their own allocation, nothing else. */
 export interface AllocationServices {
   allocation: AllocationControl
+  /** To accept a stream (a log follow) opened on this allocation. */
+  streams: StreamService
 }
 /** What an orchestrator actor's behaviours receive: their own deployment. */
 export interface OrchestratorServices {

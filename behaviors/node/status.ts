@@ -9,7 +9,7 @@ import { defineBehavior } from '../define.js'
  */
 export default defineBehavior({
   path: '/dms/node/status',
-  describe: 'Node state, labels, onboarding, resources (onboarded, reserved, allocated, free), a hardware summary, the executors offered here (or why not) and allocation counts.',
+  describe: 'Node state, labels, onboarding, resources (onboarded, reserved, allocated, free), a hardware summary, the executors offered here (or why not), allocation counts and the streams open here (specs/streams.md).',
   request: z.object({}),
   response: z.object({
     state: NodeStateSchema,
@@ -36,15 +36,19 @@ export default defineBehavior({
     }),
     /** Every executor dms knows: whether it works here (what it enforces, or why it does not). */
     executors: z.array(z.object({ name: z.string(), available: z.boolean(), detail: z.string().optional(), reason: z.string().optional() })),
-    allocations: z.object({ total: z.number().int(), running: z.number().int() })
+    allocations: z.object({ total: z.number().int(), running: z.number().int() }),
+    /** Stream ends open on this node: a follow that ended leaves 0 behind (issue 8). */
+    streams: z.object({ open: z.number().int(), readers: z.number().int(), writers: z.number().int() })
   }),
-  needs: ['nodeState', 'resources', 'hardware', 'executors', 'provider'],
-  handler: async ({ nodeState, resources, hardware, executors, provider }) => {
+  needs: ['nodeState', 'resources', 'hardware', 'executors', 'provider', 'streams'],
+  handler: async ({ nodeState, resources, hardware, executors, provider, streams }) => {
     const node = nodeState.get()
     const ledger = resources.snapshot()
     const spec = await hardware.spec()
     const allocations = provider.list()
+    const open = streams.count()
     return {
+      streams: { open: open.readers + open.writers, ...open },
       executors: executors.status(),
       allocations: { total: allocations.length, running: allocations.filter(a => a.status === 'running').length },
       state: node.state,

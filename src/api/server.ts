@@ -5,6 +5,7 @@ import type { Logger } from 'pino'
 import type { RelayReply } from '../actor/system.js'
 import type { Handle } from '../actor/types.js'
 import { BadRequest, DmsError, FrameTooLarge, NotFound, Unauthorized, toWireError } from '../lib/errors.js'
+import type { StreamReader } from '../stream/index.js'
 import { serveObserve, type ObserveNode } from './observe.js'
 import { LOGIN_REASONS } from './ui-auth.js'
 
@@ -17,6 +18,9 @@ import { LOGIN_REASONS } from './ui-auth.js'
  *   POST /api/v1/actor/invoke      body: one envelope frame (application/octet-stream) → {from, reply}
  *   POST /api/v1/actor/send        → {}
  *   POST /api/v1/actor/broadcast   → {}
+ *   POST /api/v1/actor/stream      body: an invoke envelope whose request carries `open` (a
+ *                                  behaviour that accepts a stream) → NDJSON lines as the stream
+ *                                  flows: {chunk}…, then {end} or {error} (specs/streams.md)
  *   GET  /metrics                  → Prometheus text format (observe.ts; no login: it holds no secrets)
  *   GET  /api/v1/events?since=N    → the event stream: JSON, or Server-Sent Events to follow (observe.ts; session cookie)
  *   GET  /, /ui/…                  → the dashboard's static files (dashboard.ts; public)
@@ -38,6 +42,8 @@ export interface ApiNode {
   /** Metrics, events and the dashboard's data; without it those routes answer NotFound. */
   observe?: ObserveNode['observe']
   invoke?: ObserveNode['invoke']
+  /** Streams: this node reads a stream the CLI opened and hands its chunks on over HTTP. */
+  streams?: { relay: (frame: Uint8Array) => Promise<StreamReader> }
 }
 
 export interface ApiServer {
@@ -91,6 +97,11 @@ async function handle (node: ApiNode, opts: { maxBodyBytes: number, log: Logger,
     if (req.method === 'GET' && url === '/api/v1/actor/handle') return json(res, 200, node.self)
     if (req.method === 'GET' && node.observe !== undefined && node.invoke !== undefined &&
       await serveObserve({ self: node.self, observe: node.observe, invoke: node.invoke }, req, res, opts.log)) return
+    if (req.method === 'POST' && url === '/api/v1/actor/stream' && node.streams !== undefined) {
+      const reader = await node.streams.relay(await readBody(req, opts.maxBodyBytes))
+      await serveStream(reader, res)
+      return
+    }
     const m = /^\/api\/v1\/actor\/(send|invoke|broadcast)$/.exec(url)
     if (req.method !== 'POST' || m === null) throw new NotFound(`no route ${req.method ?? ''} ${url}`)
     const body = await readBody(req, opts.maxBodyBytes)
@@ -106,6 +117,44 @@ async function handle (node: ApiNode, opts: { maxBodyBytes: number, log: Logger,
     // no login yet (or a spent login token): 401, which a login cures, unlike a 403
     const login = wire.name === 'Unauthorized' && typeof wire.reason === 'string' && LOGIN_REASONS.has(wire.reason)
     json(res, login ? 401 : STATUS[wire.name] ?? 500, { error: wire })
+  }
+}
+
+/** Lines one HTTP stream carries at most (every loop is bounded): one per chunk, as the pipes of src/stream/pump.ts. */
+const MAX_STREAM_LINES = 10_000_000
+
+/**
+ * Hands a stream's chunks to the HTTP client as NDJSON, one line per chunk as it arrives (no
+ * batching: a log line is on the wire within the turn it came). The next chunk is taken from the
+ * stream — which grants the writer its credit — only once the socket took the previous one, so a
+ * client that stops reading stops the writer. The client closing the connection (Ctrl-C, kill -9:
+ * the kernel closes the socket) cancels the stream on the writer's node too.
+ */
+async function serveStream (reader: StreamReader, res: ServerResponse): Promise<void> {
+  const gone = (): void => { reader.cancel('the API client closed the connection') }
+  res.on('close', gone)
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' })
+  res.flushHeaders()
+  try {
+    for (let i = 0; i < MAX_STREAM_LINES; i++) {
+      const n = await reader.next()
+      if (res.destroyed) return
+      if (n.done === true) { res.end(JSON.stringify({ end: reader.endInfo ?? null }) + '\n'); return }
+      if (!res.write(JSON.stringify({ chunk: n.value }) + '\n')) {
+        await new Promise<void>(resolve => {
+          const done = (): void => { res.off('drain', done); res.off('close', done); resolve() }
+          res.on('drain', done)
+          res.on('close', done)
+        })
+      }
+    }
+    reader.cancel(`gave up after ${MAX_STREAM_LINES} chunks`)
+    res.end()
+  } catch (err) {
+    if (!res.destroyed) res.end(JSON.stringify({ error: toWireError(err) }) + '\n')
+  } finally {
+    res.off('close', gone)
+    if (reader.state === 'open') reader.cancel('the HTTP answer ended')
   }
 }
 

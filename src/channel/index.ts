@@ -111,8 +111,17 @@ export interface ChannelService {
   /** The JSON sublevel a receiver's handler state lives in (the `store` its context gives). */
   store: (name: string) => JsonSublevel
   list: () => ChannelInfo[]
-  /** Connection state per peer of the channels' links. */
+  /** Connection state per peer of the links (channels' and streams'). */
   peers: () => Array<{ peer: string, state: LinkState }>
+  /** Heartbeats this node sent to `peer` so far (none run while no channel or stream links the pair). */
+  heartbeats: (peer: string) => number
+  /**
+   * Keeps heartbeats to `peer` running (the link the channels use: one heartbeat covers every
+   * channel and stream of the pair) until the returned release is called; `onLost` runs once if
+   * the peer goes `disconnected` meanwhile. For streams (src/stream/), called right after hearing
+   * from the peer.
+   */
+  hold: (peer: string, onLost: () => void) => () => void
   /** Resolves when the link to `peer` is in `state` (at once if it is); rejects with `Timeout` after `timeoutMs`. */
   waitFor: (peer: string, state: LinkState, timeoutMs: number) => Promise<void>
   // ---- the behaviours' side ----
@@ -138,6 +147,7 @@ export function createChannelService (init: ChannelServiceInit, c: ChannelServic
   const sync = init.syncWrites ?? true
   const links = new Map<string, Link>()
   const watchers = new Set<{ peer: string, state: LinkState, done: () => void }>()
+  const holders = new Set<{ peer: string, lost: () => void }>()
   let stopped = false
 
   const link = (peer: string): Link => {
@@ -152,6 +162,7 @@ export function createChannelService (init: ChannelServiceInit, c: ChannelServic
         onState: (p, state) => {
           for (const s of senders.values()) if (s.to.addr.peer === p) s.linkChanged()
           for (const w of watchers) if (w.peer === p && w.state === state) w.done()
+          if (state === 'disconnected') for (const h of [...holders]) if (h.peer === p) h.lost()
         }
       })
       links.set(peer, l)
@@ -247,6 +258,25 @@ export function createChannelService (init: ChannelServiceInit, c: ChannelServic
       return out
     },
     peers: () => [...links].filter(([, l]) => l.held || l.state !== 'connecting').map(([peer, l]) => ({ peer, state: l.state })),
+    heartbeats: (peer) => links.get(peer)?.pings ?? 0,
+    hold (peer, onLost) {
+      if (stopped) throw new NotRunning('the node is stopping')
+      const l = link(peer)
+      let released = false
+      const h = {
+        peer,
+        lost: () => { release(); onLost() }
+      }
+      const release = (): void => {
+        if (released) return
+        released = true
+        holders.delete(h)
+        l.releaseStream()
+      }
+      holders.add(h)
+      l.holdStream()
+      return release
+    },
     async waitFor (peer, state, timeoutMs) {
       if (links.get(peer)?.state === state) return
       await new Promise<void>((resolve, reject) => {
@@ -274,6 +304,7 @@ export function createChannelService (init: ChannelServiceInit, c: ChannelServic
       for (const s of [...senders.values()]) s.close()
       for (const r of receivers.values()) r.stop()
       for (const l of links.values()) l.close()
+      holders.clear()
     }
   }
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { encodeEnvelope, newNonce } from '../actor/envelope.js'
 import { PendingReplies } from '../actor/pending.js'
 import { unwrapReply } from '../actor/system.js'
@@ -11,6 +12,7 @@ import { InvalidArgument, isDmsError } from '../lib/errors.js'
 import { loadProofSource } from '../security/index.js'
 import type { CliGlobals } from './common.js'
 import { readSession, type UnlockSession } from './session.js'
+import { STREAM_WINDOW_BYTES } from '../stream/constants.js'
 
 /** Inbox name the CLI uses in its `from` handle; replies are matched by their one-shot path. */
 const CLI_INBOX = 'cli'
@@ -126,4 +128,18 @@ export async function callBehavior<T = unknown> (g: CliGlobals, behavior: string
     }
     throw err
   }
+}
+
+/**
+ * Opens a stream as the CLI context through the local daemon (specs/streams.md): `behavior` must
+ * accept one (its request gets `open: {id, window}`). The daemon reads the stream and hands each
+ * chunk on over HTTP as it arrives; yields the chunks, returns the writer's end info. Ctrl-C or a
+ * kill of this process closes the connection, and the daemon cancels the stream at its source.
+ */
+export async function * streamBehavior (g: CliGlobals, behavior: string, payload: Record<string, unknown>, opts: { to?: Handle, session?: Session } = {}): AsyncGenerator<unknown, unknown> {
+  const s = opts.session ?? await openSession(g)
+  const to = opts.to ?? { id: s.daemon.did as Did, did: s.daemon.did as Did, addr: { peer: s.daemon.peerId, inbox: 'root' } }
+  const open = { id: randomBytes(16).toString('base64url'), window: STREAM_WINDOW_BYTES }
+  const { frame } = await buildEnvelope(g, s, to, behavior, { ...payload, open }, { cont: true })
+  return yield * s.api.stream(frame, g.timeoutMs)
 }

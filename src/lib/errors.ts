@@ -75,6 +75,18 @@ export class NotOnboarded extends defineError('NotOnboarded', 'NOT_ONBOARDED') {
 export class PortUnavailable extends defineError('PortUnavailable', 'PORT_UNAVAILABLE') {}
 export class InvalidState extends defineError('InvalidState', 'INVALID_STATE') {}
 
+// ---- streams (src/stream/, specs/streams.md) ----
+/**
+ * One side ended a stream on purpose (`side`: who, `reason`: why): a cancel by the reader, or the
+ * writer giving up (its source failed). Not retried: open a new stream.
+ */
+export class StreamClosed extends defineError('StreamClosed', 'STREAM_CLOSED') {}
+/**
+ * A stream's other side is gone (`side`: which one, `peer`: its node, `reason`: `unreachable` —
+ * heartbeats missed — or `stalled` — a reader that granted no credit for too long).
+ */
+export class StreamLost extends defineError('StreamLost', 'STREAM_LOST') {}
+
 // ---- workloads ----
 /** The executor asked for does not work on this node (docker: no engine answers). */
 export class ExecutorUnavailable extends defineError('ExecutorUnavailable', 'EXECUTOR_UNAVAILABLE') {}
@@ -83,7 +95,8 @@ const KNOWN = {
   Unauthorized, UnknownBehavior, BadRequest, Expired, Replayed, Overloaded, HandlerFailed,
   FrameTooLarge, Timeout, Unreachable, NotRunning, WrongPassphrase, NoPassphrase, KeyNotFound,
   KeyExists, InvalidConfig, InvalidArgument, NotFound, Conflict, InvalidToken, Revoked,
-  InsufficientResources, NotOnboarded, PortUnavailable, InvalidState, ExecutorUnavailable
+  InsufficientResources, NotOnboarded, PortUnavailable, InvalidState, ExecutorUnavailable,
+  StreamClosed, StreamLost
 } as const
 
 export type ErrorName = keyof typeof KNOWN

@@ -23,6 +23,7 @@ import { createProviderService, type ProviderService } from '../services/provide
 import { createDeploymentService, type DeploymentService } from '../services/orchestrator/index.js'
 import { openDb, type Db } from '../store/db.js'
 import { createChannelService, type ChannelService, type ChannelServiceInit } from '../channel/index.js'
+import { createStreamService, type StreamService, type StreamServiceInit } from '../stream/index.js'
 import { resolveConfig, type Config, type ConfigInput } from './config.js'
 import { createNodeEvents, type NodeEvents } from './events.js'
 import type { NodeInfo } from './info.js'
@@ -48,6 +49,8 @@ export interface NodeOptions {
   now?: () => number
   /** Reliable channels: heartbeat interval and misses, window and outbox defaults (specs/channel.md). */
   channels?: ChannelServiceInit
+  /** Streams: default window, stall bound, call deadline (specs/streams.md); liveness is the channels' heartbeat. */
+  streams?: StreamServiceInit
 }
 
 /** A started node. */
@@ -71,6 +74,8 @@ export interface Node {
   stats: () => DispatchStats
   /** Reliable ordered channels between actors: `open` to send, `receive` to handle (specs/channel.md). */
   readonly channels: ChannelService
+  /** Streams between actors: `open` to read one, `accept` (in a behaviour) to write; `relay` for the local API (specs/streams.md). */
+  readonly streams: StreamService
   /** The root actor, for spawning children. */
   readonly actors: { root: Actor, system: ActorSystem }
   /**
@@ -185,7 +190,8 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       resources,
       ports,
       runtime,
-      allocationBehaviors: allocationBehaviors as unknown as readonly AnyBehavior[]
+      allocationBehaviors: allocationBehaviors as unknown as readonly AnyBehavior[],
+      streams: () => streams
     })
     const deployments: DeploymentService = createDeploymentService({
       db,
@@ -220,6 +226,14 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       resolve: (dest) => system.resolveDestination(dest),
       log: log.child({ part: 'channels' })
     })
+    const streams: StreamService = createStreamService(opts.streams ?? {}, {
+      root: () => system.root,
+      peerId: identity.peerId,
+      channels,
+      resolve: (dest) => system.resolveDestination(dest),
+      relay: async (frame, mode) => await system.relay(frame, mode),
+      log: log.child({ part: 'streams' })
+    })
     const services: Services = {
       node: info,
       peers: network.peers,
@@ -233,6 +247,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       provider,
       deployments,
       channels,
+      streams,
       events,
       logger: logs,
       ui
@@ -287,6 +302,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       allocations: () => provider.list(),
       deployments: () => deployments.list(),
       nodeState: () => machine.nodeState.get().state,
+      streams: () => streams.count(),
       node: { version: VERSION, startedAt }
     }
 
@@ -305,6 +321,8 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
     closers.push(async () => { await deployments.stop() })
     // Channels stop first: their timers and calls end before the actors and the db they use.
     closers.push(async () => { await channels.stop() })
+    // Streams before channels: their cancels go out while the actors still run, then their holds on the links go.
+    closers.push(async () => { await streams.stop() })
     events.emit('node.started', { peerId: identity.peerId, did: identity.did, version: VERSION, state: machine.nodeState.get().state })
 
     let stopped = false
@@ -324,6 +342,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       },
       stats: () => system.stats,
       channels,
+      streams,
       actors: { root: system.root, system },
       observe: {
         events,

@@ -35,6 +35,8 @@ export interface MetricsSources {
   allocations: () => AllocationView[]
   deployments: () => DeploymentView[]
   nodeState: () => string
+  /** Open streams by end (src/stream/). */
+  streams?: () => { readers: number, writers: number }
   node: { version: string, startedAt: number }
 }
 
@@ -209,6 +211,18 @@ export function createMetrics (init: { behaviors: Iterable<string> }, sources?: 
     collect () {
       this.reset()
       for (const d of src()?.deployments() ?? []) this.inc({ status: d.status })
+    }
+  })
+  new Gauge({
+    name: 'dms_streams_open',
+    help: 'Streams open on this node, by the end this node holds (reader or writer); back to 0 once every follow ended.',
+    labelNames: ['role'],
+    registers,
+    collect () {
+      const n = src()?.streams?.()
+      if (n === undefined) return
+      this.set({ role: 'reader' }, n.readers)
+      this.set({ role: 'writer' }, n.writers)
     }
   })
   new Gauge({

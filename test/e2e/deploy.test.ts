@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { LedgerSnapshot } from '../../src/services/resources/index.js'
 import type { DeploymentView, Manifest } from '../../src/services/orchestrator/index.js'
-import { BIN, PASSPHRASE, ROOT, cleanup, dms, eventually, startDaemon, stopAllocations, tempDir, type CliResult, type Daemon } from './harness.js'
+import { BIN, PASSPHRASE, ROOT, cleanup, dms, eventually, openStreams, startDaemon, stopAllocations, tempDir, type CliResult, type Daemon } from './harness.js'
 
 /**
  * `dms deploy` and `dms deployment …` through the CLI against three daemons in separate processes
@@ -115,11 +115,31 @@ describe('dms deploy across three daemons', () => {
     const killer = setTimeout(() => follow.kill('SIGKILL'), 60_000)
     await Promise.race([ticked, followExit])
     expect(followed, followErr).toContain('tick\n')
+    // on streams: A holds the CLI's reader, its writer and the orchestrator's reader; c's provider the allocation's writer
+    const byPeer = new Map([a, b, c].map(n => [n.info.peerId, n]))
+    const cHost = byPeer.get(out.allocations['node-c.c'].peer) as Daemon
+    const bHost = byPeer.get(out.allocations['node-b.b'].peer) as Daemon
+    const counts = async (): Promise<number[]> => await Promise.all([a, b, c].map(openStreams))
+    /** Per daemon: 3 on A and 1 on the allocation's provider for each follow. */
+    const expected = (follows: Daemon[]): number[] => [a, b, c].map(n => follows.reduce((sum, host) => sum + (n === a ? 3 : 0) + (n === host ? 1 : 0), 0))
+    expect(await counts()).toEqual(expected([cHost]))
+
+    // Ctrl-C of a second follow (of b) ends its stream on b, the node that serves it
+    const second = spawn(process.execPath, [BIN, 'deployment', 'logs', id, 'node-b.b', '--follow', '--data-dir', a.dataDir], { cwd: ROOT, env: { ...process.env, DMS_PASSPHRASE: PASSPHRASE } })
+    const secondExit = new Promise<void>(resolve => second.on('exit', () => { resolve() }))
+    await new Promise<void>(resolve => { second.stdout.on('data', (x: Buffer) => { if (x.toString().includes('tick')) resolve() }) })
+    expect(await counts()).toEqual(expected([cHost, bHost]))
+    const interrupted = Date.now()
+    second.kill('SIGINT')
+    await secondExit
+    await eventually(async () => JSON.stringify(await counts()) === JSON.stringify(expected([cHost])) || undefined, 5_000, 20)
+    console.log(`${bHost === a ? 'a' : 'b\'s provider'} freed the stream ${Date.now() - interrupted} ms after SIGINT of the CLI on a`)
 
     const done = await a.cliJson<DeploymentView>(['deployment', 'shutdown', id])
     expect(done).toMatchObject({ ensembleId: id, status: 'Completed' })
     expect(await followExit, followErr).toBe(0)
     clearTimeout(killer)
+    await eventually(async () => (await counts()).every(n => n === 0) || undefined, 5_000, 20)
     for (const n of [a, b, c]) expect(await held(n, id)).toEqual([])
   })
 

@@ -149,6 +149,14 @@ export async function eventually<T> (check: () => Promise<T | undefined | false>
   throw new Error(`condition not met within ${timeoutMs} ms${last !== undefined ? `: ${String(last)}` : ''}`)
 }
 
+/** Streams open on a daemon (both ends), from its Prometheus scrape (`dms_streams_open`, specs/streams.md). */
+export async function openStreams (d: Daemon): Promise<number> {
+  const text = await (await fetch(`${d.info.api}/metrics`)).text()
+  let n = 0
+  for (const m of text.matchAll(/^dms_streams_open\{role="(?:reader|writer)"\} (\d+)$/gm)) n += Number(m[1])
+  return n
+}
+
 /**
  * Stops every allocation still running on a daemon: a daemon's own stop leaves its workloads
  * running (the next start adopts them), so a test that started some ends them itself.

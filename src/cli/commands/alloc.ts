@@ -4,7 +4,7 @@ import type { Handle } from '../../actor/types.js'
 import { InvalidArgument, NotFound, NotRunning } from '../../lib/errors.js'
 import { formatSize, parseCores, parseSize } from '../../lib/units.js'
 import type { AllocateReply, AllocationView, CommitReply } from '../../services/provider/schemas.js'
-import { callBehavior, openSession, type Session } from '../call.js'
+import { callBehavior, openSession, streamBehavior, type Session } from '../call.js'
 import { progress } from '../progress.js'
 import { ago, dim, emit, globalsFrom, table, withCommon, type CliGlobals, type OutputOpts } from '../common.js'
 
@@ -143,14 +143,21 @@ export function register (program: Command): void {
       const s = await openSession(g)
       const { handle } = await find(g, s, id)
       const stream = o.stderr === true ? 'stderr' : 'stdout'
+      if (o.follow === true) {
+        // a stream: each chunk as it is written; ends when the allocation ended and all was sent
+        for await (const chunk of streamBehavior(g, '/dms/allocation/logs/stream', { stream, offset: 0 }, { to: handle, session: s })) {
+          process.stdout.write((chunk as { data: string }).data)
+        }
+        return
+      }
+      // what was written so far, a read at a time (the long poll, `wait`, is for callers that do not stream)
       let offset = 0
       for (let i = 0; i < MAX_POLLS * 100; i++) {
-        const follow = o.follow === true
         const chunk = await callBehavior<{ data: string, nextOffset: number, eof: boolean, ended: boolean }>(g, '/dms/allocation/logs',
-          { stream, offset, wait: follow }, { to: handle, session: s, timeoutMs: follow ? POLL_MS : g.timeoutMs })
+          { stream, offset, wait: false }, { to: handle, session: s })
         if (chunk.data !== '') process.stdout.write(chunk.data)
         offset = chunk.nextOffset
-        if (chunk.eof && (!follow || chunk.ended)) return
+        if (chunk.eof) return
       }
     })
 

@@ -4,7 +4,7 @@ import { InvalidArgument, Timeout } from '../../lib/errors.js'
 import { parseDuration } from '../../lib/units.js'
 import { parseEnsemble, planEnsemble } from '../../services/orchestrator/ensemble.js'
 import type { DeploymentView, Manifest } from '../../services/orchestrator/index.js'
-import { callBehavior, openSession, type Session } from '../call.js'
+import { callBehavior, openSession, streamBehavior, type Session } from '../call.js'
 import { progress, type Progress } from '../progress.js'
 import { DEFAULT_TIMEOUT_MS, ago, emit, globalsFrom, printJson, table, withCommon, type CliGlobals, type OutputOpts } from '../common.js'
 
@@ -186,14 +186,20 @@ export function register (program: Command): void {
       const s = await openSession(g)
       const allocation = allocationName(alloc, await callBehavior<Manifest>(g, '/dms/node/deployment/manifest', { id }, { session: s }))
       const stream = o.stderr === true ? 'stderr' : 'stdout'
-      const following = o.follow === true
+      if (o.follow === true) {
+        // a stream from the allocation's node through the orchestrator's: each chunk as it is written
+        for await (const chunk of streamBehavior(g, '/dms/node/deployment/logs/stream', { id, allocation, stream, offset: 0 }, { session: s })) {
+          process.stdout.write((chunk as { data: string }).data)
+        }
+        return
+      }
       let offset = 0
       for (let i = 0; i < MAX_POLLS * 100; i++) {
         const chunk = await callBehavior<{ data: string, nextOffset: number, eof: boolean, ended: boolean }>(g, '/dms/node/deployment/logs',
-          { id, allocation, stream, offset, wait: following }, { session: s, timeoutMs: following ? POLL_MS : g.timeoutMs })
+          { id, allocation, stream, offset, wait: false }, { session: s })
         if (chunk.data !== '') process.stdout.write(chunk.data)
         offset = chunk.nextOffset
-        if (chunk.eof && (!following || chunk.ended)) return
+        if (chunk.eof) return
       }
     })
 

@@ -57,6 +57,8 @@ export interface DeploymentService {
   shutdown: (id: string) => Promise<DeploymentView>
   /** A chunk of an allocation's output, read through the orchestrator (which controls the allocation). */
   logs: (id: string, allocation: string, req: { stream: 'stdout' | 'stderr', offset: number, maxBytes: number, wait: boolean, timeoutMs: number }) => Promise<unknown>
+  /** Who may read an allocation's output (its orchestrator actor) and where it lives: a log stream is opened from the one to the other. */
+  logsTarget: (id: string, allocation: string) => { actor: Actor, handle: Handle }
   /** Provider side: a bid request heard on /nunet/deployment. */
   onBidRequest: (req: BidRequest) => Promise<void>
   /** Provider side: a bid request asked of this node directly (bids and reasons). */
@@ -263,13 +265,18 @@ class Deployments implements DeploymentService {
   }
 
   async logs (id: string, allocation: string, req: { stream: 'stdout' | 'stderr', offset: number, maxBytes: number, wait: boolean, timeoutMs: number }): Promise<unknown> {
+    const { actor, handle } = this.logsTarget(id, allocation)
+    return await actor.invoke(handle, '/dms/allocation/logs', { stream: req.stream, offset: req.offset, maxBytes: req.maxBytes, wait: req.wait }, { timeout: req.timeoutMs })
+  }
+
+  logsTarget (id: string, allocation: string): { actor: Actor, handle: Handle } {
     const r = this.get(id)
     const a = r.allocations[allocation]
     if (a === undefined) throw new NotFound(`deployment ${id} has no allocation ${allocation} (it has ${Object.keys(r.allocations).join(', ') || 'none placed yet'})`, { allocation })
     const l = this.live.get(id)
     if (l === undefined && isFinal(r.status)) throw new InvalidState(`deployment ${id} is ${r.status} and its allocations were released: their output is gone (it is kept ${TASK_OUTPUT_KEEP_MS / 60_000} min after the tasks of a deployment complete)`, { ensembleId: id })
     if (a.handle === undefined || l === undefined) throw new InvalidState(`allocation ${allocation} of ${id} is ${a.status}: it has no workload to read`)
-    return await l.actor.invoke(a.handle as Handle, '/dms/allocation/logs', { stream: req.stream, offset: req.offset, maxBytes: req.maxBytes, wait: req.wait }, { timeout: req.timeoutMs })
+    return { actor: l.actor, handle: a.handle as Handle }
   }
 
   // ---- provider side ----

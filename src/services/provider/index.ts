@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import type { StreamService } from '../../stream/index.js'
 import { z } from 'zod'
 import type { Actor } from '../../actor/actor.js'
 import type { AnyBehavior } from '../../actor/behavior.js'
@@ -81,6 +82,8 @@ export interface ProviderComponents {
   runtime: AllocationRuntime
   /** The behaviours every allocation actor answers (`/dms/allocation/*`). */
   allocationBehaviors: readonly AnyBehavior[]
+  /** The node's streams (made after the provider): allocation actors accept log follows on them. */
+  streams: () => StreamService
 }
 
 const CommitRecord = z.object({
@@ -424,7 +427,7 @@ class Provider implements ProviderService {
       kind: 'allocation',
       controller: owner as Did,
       behaviors: this.c.allocationBehaviors,
-      services: { allocation: this.control(id) },
+      services: { allocation: this.control(id), streams: this.c.streams() },
       proofs,
       // one message at a time: a start, a stop and a restart never interleave
       mailbox: { concurrency: 1, capacity: 64 }
