@@ -1,6 +1,6 @@
 /**
  * The executor contract: what runs one allocation's workload on this machine. Every executor
- * (`process`, `docker`, later `vm`) implements it and passes the one contract suite
+ * (`process`, `docker`, `vm`) implements it and passes the one contract suite
  * (`test/services/executors/contract.ts`). The allocation supervisor drives it; it never knows
  * which executor it talks to.
  *
@@ -9,7 +9,7 @@
  * to re-adopt a workload, and `list()` must find every workload this node started, so that the
  * supervisor can stop the ones no record claims (orphans of a `kill -9` between start and record).
  */
-export type ExecutorName = 'process' | 'docker'
+export type ExecutorName = 'process' | 'docker' | 'vm'
 
 export interface PortBinding {
   /** Port on the host, leased by the port allocator. */

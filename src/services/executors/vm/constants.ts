@@ -1,0 +1,32 @@
+/**
+ * The vm executor's numbers, each with its reason.
+ */
+
+/** The guest needs this much to boot Debian's kernel and unpack the initramfs (tried: 64 MiB boots). */
+export const MIN_RAM_BYTES = 64 * 2 ** 20
+/** A spec with no memory limit (0) gets this much: the kernel and busybox use ~40 MiB of it. */
+export const DEFAULT_RAM_BYTES = 128 * 2 ** 20
+/**
+ * The guest's kernel command line, kept short: the console on the first serial port, `quiet` (every
+ * line of kernel output costs emulated UART writes under TCG), no reboot on a panic but an exit
+ * (`panic=-1` reboots at once, `-no-reboot` turns that into QEMU's exit; `reboot=t` is a triple
+ * fault, which needs no ACPI), `8250.nr_uarts=4` for the four ports of the protocol, and no time
+ * spent probing a PS/2 keyboard and mouse that do not exist (`i8042.*`).
+ */
+export const KERNEL_CMDLINE = 'console=ttyS0 quiet panic=-1 reboot=t 8250.nr_uarts=4 i8042.noaux i8042.nomux i8042.nopnp i8042.nokbd'
+/** How often a VM this process did not start is checked for its end (one /proc read per check). */
+export const ADOPTED_POLL_MS = 200
+/** After `K` (SIGKILL in the guest), how long stop waits for the guest to power off before it kills QEMU. */
+export const KILL_WAIT_MS = 5_000
+/** QEMU creates its control socket once it parsed its arguments and opened its files: start waits this long for it. */
+export const SPAWN_WAIT_MS = 10_000
+/** Checks for the control socket, the console's ready line or a VM's end back off up to this period. */
+export const POLL_MAX_MS = 100
+/** exec's output kept per stream (as the process executor). */
+export const EXEC_OUTPUT_MAX_BYTES = 64 * 1024
+/** Unix socket paths are limited to 107 bytes: the control sockets go in a short directory of their own. */
+export const SOCKET_DIR = '/tmp/dms-vm'
+/** The default working directory in the guest (root's home in its /etc/passwd). */
+export const DEFAULT_WORKING_DIR = '/root'
+/** The PATH a command is looked up on in the guest when the spec sets none (busybox sh's default). */
+export const GUEST_PATH = '/usr/sbin:/usr/bin:/sbin:/bin'
