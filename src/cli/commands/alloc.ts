@@ -71,7 +71,7 @@ export function register (program: Command): void {
     .description('commit, allocate and start one allocation on the local node; prints {id, handle, status} (with --wait: {id, status, exitCode} once a task ended, exit 1 if it failed)')
     .usage('[options] -- CMD [ARG...]')
     .argument('[cmd...]', 'the command and its arguments (after --)')
-    .option('--executor <name>', 'process | docker', 'process')
+    .option('--executor <name>', 'process | docker | vm (firecracker: vm)', 'process')
     .option('--type <type>', 'task (runs to completion) | service (kept running)', 'task')
     .option('--cpu <cores>', 'CPU cores reserved and enforced (fractions allowed)', '0.1')
     .option('--ram <size>', 'RAM reserved and enforced (e.g. 64MiB, 1GiB)', '64MiB')
@@ -84,9 +84,11 @@ export function register (program: Command): void {
     .addHelpText('after', '\nExamples:\n  dms alloc run --wait -- echo hello\n  dms alloc run --type service --port 8080 -- python3 -m http.server 8080\n  dms alloc run --executor docker --image localhost/dms-busybox:latest --wait -- echo hi')
     .action(async (cmd: string[], o: RunOpts) => {
       const g = globalsFrom(o)
-      if (!['process', 'docker'].includes(o.executor)) throw new InvalidArgument(`unknown executor '${o.executor}' (process | docker)`, { field: 'executor' })
+      // DMS names its micro-VM executor firecracker: dms runs those in its vm executor.
+      if (o.executor === 'firecracker') o.executor = 'vm'
+      if (!['process', 'docker', 'vm'].includes(o.executor)) throw new InvalidArgument(`unknown executor '${o.executor}' (process | docker | vm)`, { field: 'executor' })
       if (!['task', 'service'].includes(o.type)) throw new InvalidArgument(`unknown type '${o.type}' (task | service)`, { field: 'type' })
-      if (cmd.length === 0 && o.executor === 'process') throw new InvalidArgument('dms alloc run needs a command after --, e.g. dms alloc run -- echo hello')
+      if (cmd.length === 0 && o.executor !== 'docker') throw new InvalidArgument('dms alloc run needs a command after --, e.g. dms alloc run -- echo hello')
       const resources = { cpuCores: parseCores(o.cpu), ramBytes: parseSize(o.ram, '--ram'), diskBytes: parseSize(o.disk, '--disk') }
       const spec: Record<string, unknown> = { type: o.type, executor: o.executor }
       if (cmd.length > 0) spec.command = cmd

@@ -18,7 +18,7 @@ export type FailureRecovery = 'stay_down' | 'one_for_one' | 'all_for_one' | 'res
 
 export interface EnsembleAllocation {
   name: string
-  executor: 'process' | 'docker'
+  executor: 'process' | 'docker' | 'vm'
   type: 'service' | 'task'
   resources: { cpuCores: number, ramBytes: number, diskBytes: number, gpus: GpuRequest[] }
   execution: {
@@ -96,7 +96,7 @@ export interface EnsemblePlan {
     allocations: string[]
     /** Sum over the node's allocations. */
     resources: { cpuCores: number, ramBytes: number, diskBytes: number, gpus: GpuRequest[] }
-    executors: Array<'process' | 'docker'>
+    executors: Array<'process' | 'docker' | 'vm'>
     ports: EnsemblePort[]
     peer?: string
   }>

@@ -18,7 +18,7 @@ const PortWant = z.strictObject({ public: z.number().int().min(1).max(65535).opt
 export const NodeAsk = z.strictObject({
   name: z.string().min(1).max(64),
   resources: Resources,
-  executors: z.array(z.enum(['process', 'docker'])).max(2),
+  executors: z.array(z.enum(['process', 'docker', 'vm'])).max(3),
   ports: z.array(PortWant).max(64),
   labels: z.record(z.string(), z.string()),
   location: z.strictObject({ accept: z.array(z.string()), reject: z.array(z.string()) }).optional()

@@ -54,7 +54,7 @@ export interface ProviderService {
   commit: (owner: string, request: unknown) => Promise<CommitReply>
   allocate: (owner: string, request: unknown) => Promise<AllocateReply>
   revert: (owner: string, ensembleId: string) => Promise<RevertReply>
-  list: (filter?: { id?: string, executor?: 'process' | 'docker' }) => AllocationView[]
+  list: (filter?: { id?: string, executor?: 'process' | 'docker' | 'vm' }) => AllocationView[]
   /** Node-level controls by allocation id (the capability is the node's to grant, not the owner's). */
   stopAllocation: (id: string, opts?: { graceMs?: number }) => Promise<AllocationView>
   restartAllocation: (id: string) => Promise<AllocationView>
@@ -306,7 +306,7 @@ class Provider implements ProviderService {
 
   // ---- allocations ----
 
-  list (filter: { id?: string, executor?: 'process' | 'docker' } = {}): AllocationView[] {
+  list (filter: { id?: string, executor?: 'process' | 'docker' | 'vm' } = {}): AllocationView[] {
     return this.c.runtime.list()
       .filter(r => (filter.id === undefined || r.id === filter.id) && (filter.executor === undefined || r.executor === filter.executor))
       .sort((a, b) => a.createdAt - b.createdAt)

@@ -83,7 +83,7 @@ export const AllocationView = z.object({
   handle: HandleSchema.optional(),
   owner: z.string(),
   type: z.enum(['task', 'service']),
-  executor: z.enum(['process', 'docker']),
+  executor: z.enum(['process', 'docker', 'vm']),
   status: z.enum(['pending', 'starting', 'running', 'completed', 'failed', 'stopped']),
   reason: z.string(),
   resources: z.object({ cpuCores: z.number(), ramBytes: z.number(), diskBytes: z.number() }),
