@@ -14,7 +14,7 @@ import type { ExecResult, Executor, ExitInfo, Probe, WorkloadLimits, WorkloadRef
 import { findInGuest, listInitramfs, type CpioEntry } from './vm/cpio.js'
 import {
   ADOPTED_POLL_MS, DEFAULT_RAM_BYTES, DEFAULT_WORKING_DIR, EXEC_OUTPUT_MAX_BYTES, GUEST_PATH, KERNEL_CMDLINE, KILL_WAIT_MS,
-  MIN_RAM_BYTES, POLL_MAX_MS, SOCKET_DIR, SPAWN_WAIT_MS
+  MIN_RAM_BYTES, POLL_MAX_MS, SOCKET_DIR, SPAWN_WAIT_MS, TCG_TB_SIZE_MIB
 } from './vm/constants.js'
 import { execScript, exitStatusOf, isReady, jobArchive, parseReply, type ExecReply } from './vm/guest.js'
 
@@ -507,7 +507,7 @@ export function qemuArgs (o: { accel: 'kvm' | 'tcg', limits: WorkloadLimits, ker
   const opt = (p: string): string => p.replaceAll(',', ',,')
   return [
     '-name', 'dms-vm',
-    '-M', 'pc', '-accel', o.accel,
+    '-M', 'pc', '-accel', o.accel === 'tcg' ? `tcg,tb-size=${TCG_TB_SIZE_MIB}` : 'kvm',
     // Nothing QEMU would add by itself (NIC and its option ROM, VGA, floppy, CD-ROM, monitor).
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-smp', String(vcpus), '-m', `${Math.floor(ram / 2 ** 20)}M`,
