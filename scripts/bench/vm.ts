@@ -45,8 +45,8 @@ const nodeId = `bench-${randomBytes(4).toString('hex')}`
 const vm = createVmExecutor({
   nodeId,
   stateDir: join(root, 'vm'),
-  kernel: process.env.DMS_VM_KERNEL ?? join(SETUP_DIR, 'vmlinuz'),
-  initrd: process.env.DMS_VM_INITRD ?? join(SETUP_DIR, 'initrd.gz')
+  kernel: process.env.DMS_VM_KERNEL ?? join(SETUP_DIR, 'vmlinux'),
+  initrd: process.env.DMS_VM_INITRD ?? join(SETUP_DIR, 'initrd.cpio')
 }, { log: silentLogger() })
 const proc = createProcessExecutor({ nodeId, stateDir: join(root, 'process') }, { log: silentLogger() })
 const probe = await vm.probe()

@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { LedgerSnapshot } from '../../src/services/resources/index.js'
@@ -15,10 +17,12 @@ import { BIN, PASSPHRASE, ROOT, cleanup, startDaemon, stopAllocations, type Daem
  */
 const SETUP_DIR = '/var/lib/dms-vm'
 const VM_ENV = {
-  DMS_VM_KERNEL: process.env.DMS_VM_KERNEL ?? join(SETUP_DIR, 'vmlinuz'),
-  DMS_VM_INITRD: process.env.DMS_VM_INITRD ?? join(SETUP_DIR, 'initrd.gz')
+  DMS_VM_KERNEL: process.env.DMS_VM_KERNEL ?? join(SETUP_DIR, 'vmlinux'),
+  DMS_VM_INITRD: process.env.DMS_VM_INITRD ?? join(SETUP_DIR, 'initrd.cpio')
 }
-const probe = await createVmExecutor({ nodeId: 'probe', stateDir: join(SETUP_DIR, 'no-state'), kernel: VM_ENV.DMS_VM_KERNEL, initrd: VM_ENV.DMS_VM_INITRD }, { log: silentLogger() }).probe()
+const probeDir = mkdtempSync(join(tmpdir(), 'dms-vm-probe-'))
+const probe = await createVmExecutor({ nodeId: 'probe', stateDir: probeDir, kernel: VM_ENV.DMS_VM_KERNEL, initrd: VM_ENV.DMS_VM_INITRD }, { log: silentLogger() }).probe()
+rmSync(probeDir, { recursive: true, force: true })
 const why = probe.available ? undefined : `${probe.reason}; run scripts/vm-setup.sh as root and export what it prints`
 if (why !== undefined && process.env.CI !== undefined) throw new Error(`vm allocation tests cannot run in CI: ${why}`)
 /** A boot under TCG on a loaded 2-core machine: ~8 s, allow for much worse. */

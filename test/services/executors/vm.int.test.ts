@@ -15,8 +15,8 @@ import { executorContract, type ShellSpecInput } from './contract.js'
  * instead of skipping.
  */
 const SETUP_DIR = '/var/lib/dms-vm'
-const kernel = process.env.DMS_VM_KERNEL ?? join(SETUP_DIR, 'vmlinuz')
-const initrd = process.env.DMS_VM_INITRD ?? join(SETUP_DIR, 'initrd.gz')
+const kernel = process.env.DMS_VM_KERNEL ?? join(SETUP_DIR, 'vmlinux')
+const initrd = process.env.DMS_VM_INITRD ?? join(SETUP_DIR, 'initrd.cpio')
 /**
  * A TCG boot takes ~8 s of a core here, and several at once share two cores with other work:
  * every wait of the contract is bounded by this instead of 30 s.
