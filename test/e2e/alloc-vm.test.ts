@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { AllocationView } from '../../src/services/provider/index.js'
 import type { LedgerSnapshot } from '../../src/services/resources/index.js'
 import { createVmExecutor } from '../../src/services/executors/vm.js'
 import { silentLogger } from '../../src/lib/log.js'
@@ -10,10 +11,11 @@ import { BIN, PASSPHRASE, ROOT, cleanup, startDaemon, stopAllocations, type Daem
 
 /**
  * VM allocations through a daemon and the CLI (issue 17): `dms alloc run --executor vm` (and its
- * DMS name, `firecracker`), a task and a service, and a node without the guest refusing them with
+ * DMS name, `firecracker`), a task and a service, `dms vm start|list|stop` (DMS's
+ * `/dms/node/vm/{start/custom,list,stop}`), and a node without the guest refusing them with
  * `ExecutorUnavailable`, nothing left reserved. QEMU and the test guest come from
  * scripts/vm-setup.sh (run by .ci/run); without them these tests skip and say why, except under
- * CI, where they fail. Two VM boots in all (~8 s each under TCG).
+ * CI, where they fail. Three VM boots in all (~3 s each under TCG here).
  */
 const SETUP_DIR = '/var/lib/dms-vm'
 const VM_ENV = {
@@ -42,10 +44,13 @@ describe.skipIf(why !== undefined)(`vm allocations through the daemon${why !== u
   })
 
   it('runs a task in a VM and shows its output', async () => {
-    const status = await d.cliJson<{ executors: Array<{ name: string, available: boolean, detail?: string }> }>(['actor', 'cmd', '/dms/node/status'])
-    expect(status.executors.find(e => e.name === 'vm')).toMatchObject({ available: true, detail: expect.stringMatching(/QEMU with (KVM|TCG)/) })
-    const done = await d.cliJson(['alloc', 'run', '--executor', 'vm', '--ram', '128MiB', '--wait', '--', 'echo', 'hi'], { timeoutMs: BOOT_MS })
+    const node = await d.cliJson<{ executors: Array<{ name: string, available: boolean, detail?: string }> }>(['actor', 'cmd', '/dms/node/status'])
+    expect(node.executors.find(e => e.name === 'vm')).toMatchObject({ available: true, detail: expect.stringMatching(/QEMU with (KVM|TCG)/) })
+    // as a user types it: no --ram (a VM gets 128 MiB by default, the process executor's 64 MiB would not boot it)
+    const done = await d.cliJson(['alloc', 'run', '--executor', 'vm', '--wait', '--', 'echo', 'hi'], { timeoutMs: BOOT_MS })
     expect(done).toMatchObject({ status: 'completed', exitCode: 0 })
+    const status = await d.cliJson<AllocationView>(['alloc', 'status', done.id])
+    expect(status).toMatchObject({ executor: 'vm', resources: { ramBytes: 128 * 2 ** 20 } })
     expect((await d.cli(['alloc', 'logs', done.id])).stdout).toBe('hi\n')
   }, BOOT_MS)
 
@@ -62,6 +67,27 @@ describe.skipIf(why !== undefined)(`vm allocations through the daemon${why !== u
     expect(await exited).toBe(0)
     const ledger = await d.cliJson<LedgerSnapshot>(['actor', 'cmd', '/dms/node/resources/ledger'])
     expect(ledger.allocations.map(a => a.id)).not.toContain(started.id)
+  }, 2 * BOOT_MS)
+
+  it('dms vm start|list|stop: DMS\'s /dms/node/vm behaviours; a kernel of the caller\'s own is refused by name', async () => {
+    const started = await d.cliJson<AllocationView>(['vm', 'start', '--ram', '128MiB', '--', 'sh', '-c', 'echo vm-up; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'])
+    expect(started).toMatchObject({ executor: 'vm', type: 'service', status: 'running', limits: expect.stringMatching(/^vm-(kvm|tcg)$/) })
+    expect(started.id).toMatch(/^vm-[0-9a-f]{8}\.main$/)
+    const follow = spawn(process.execPath, [BIN, 'alloc', 'logs', started.id, '--follow', '--data-dir', d.dataDir], { cwd: ROOT, env: { ...process.env, DMS_PASSPHRASE: PASSPHRASE } })
+    let out = ''
+    const up = new Promise<void>(resolve => { follow.stdout.on('data', (b: Buffer) => { out += b.toString(); if (out.includes('\n')) resolve() }) })
+    await up
+    expect(out).toBe('vm-up\n')
+    const listed = await d.cliJson<{ allocations: AllocationView[] }>(['vm', 'list'])
+    // every vm allocation of the node (the earlier tests' ended ones too), and nothing else
+    expect(listed.allocations.map(a => a.id)).toContain(started.id)
+    expect(new Set(listed.allocations.map(a => a.executor))).toEqual(new Set(['vm']))
+    expect(await d.cliJson(['vm', 'stop', started.id, '--grace', '2000'])).toMatchObject({ id: started.id, status: 'stopped' })
+    const refused = await d.cli(['actor', 'cmd', '/dms/node/vm/start/custom', '--data', JSON.stringify({ cmd: ['true'], memory: 128 * 2 ** 20, kernel: '/boot/my-kernel' })])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toMatch(/^BadRequest: kernel: /)
+    const ledger = await d.cliJson<LedgerSnapshot>(['actor', 'cmd', '/dms/node/resources/ledger'])
+    expect([...ledger.reservations, ...ledger.allocations]).toEqual([])
   }, 2 * BOOT_MS)
 
   it('refuses vm where the guest is missing, at once, saying why, with nothing left reserved', async () => {

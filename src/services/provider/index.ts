@@ -24,7 +24,7 @@ import {
   ALLOCATION_CAPABILITY, ALLOCATION_DELEGATION_MS, ALLOCATION_INBOX_PREFIX, COMMIT_SWEEP_MS, COMMITS_SUBLEVEL, LOCAL_ENSEMBLE_PREFIX
 } from './constants.js'
 import {
-  AllocateRequest, CommitRequest, ContainerStartRequest, HandleSchema, PortGiven,
+  AllocateRequest, CommitRequest, ContainerStartRequest, HandleSchema, PortGiven, VmStartRequest,
   type AllocateReply, type AllocationView, type CommitReply, type RevertReply
 } from './schemas.js'
 
@@ -60,6 +60,8 @@ export interface ProviderService {
   restartAllocation: (id: string) => Promise<AllocationView>
   /** commit + allocate + start of one docker allocation on this node. */
   startContainer: (owner: string, request: unknown) => Promise<AllocationView>
+  /** `/dms/node/vm/start/custom`: commit, allocate and start one vm allocation of `owner`. */
+  startVm: (owner: string, request: unknown) => Promise<AllocationView>
   /** Frees what an allocation id holds in the ledger and the port table (idempotent). */
   releaseReservation: (id: string) => Promise<void>
   /** Allocated commits made by an orchestrator elsewhere (to ask it, after a restart, whether they are still wanted). */
@@ -329,6 +331,24 @@ class Provider implements ProviderService {
     await this.commit(owner, { ensembleId, allocations: [{ name: 'main', resources: req.resources, ports: req.ports }] })
     const spec: Record<string, unknown> = { type: req.type, executor: 'docker', image: req.image }
     for (const k of ['command', 'entrypoint', 'env', 'workingDir', 'restart', 'healthcheck'] as const) if (req[k] !== undefined) spec[k] = req[k]
+    try {
+      const { allocations: [a] } = await this.allocate(owner, { ensembleId, allocations: [{ name: 'main', spec }] })
+      return this.view(await this.c.runtime.run(a.id))
+    } catch (err) {
+      await this.revert(owner, ensembleId).catch(() => {})
+      throw err
+    }
+  }
+
+  async startVm (owner: string, request: unknown): Promise<AllocationView> {
+    const req = parse(VmStartRequest, request, 'request')
+    for (const field of ['kernel', 'initrd', 'rootfs', 'bootArgs'] as const) {
+      if (req[field] !== undefined) throw new BadRequest(`${field}: this node boots only the guest it was set up with (its vm executor's kernel and initramfs); a guest of your own is not supported yet`, { field })
+    }
+    const ensembleId = `${LOCAL_ENSEMBLE_PREFIX.vm}${randomBytes(4).toString('hex')}`
+    await this.commit(owner, { ensembleId, allocations: [{ name: 'main', resources: { cpuCores: req.vcpus, ramBytes: req.memory }, ports: [] }] })
+    const spec: Record<string, unknown> = { type: req.type, executor: 'vm', command: req.cmd }
+    for (const k of ['env', 'workingDir', 'restart', 'healthcheck'] as const) if (req[k] !== undefined) spec[k] = req[k]
     try {
       const { allocations: [a] } = await this.allocate(owner, { ensembleId, allocations: [{ name: 'main', spec }] })
       return this.view(await this.c.runtime.run(a.id))
