@@ -13,7 +13,7 @@ interface RunOpts extends CommonOpts {
   executor: string
   type: string
   cpu: string
-  ram: string
+  ram?: string
   disk: string
   port?: string[]
   env?: string[]
@@ -23,6 +23,9 @@ interface RunOpts extends CommonOpts {
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+/** `--ram` when not given: enough for a small process; a VM's guest needs 96 MiB to boot (vm/constants.ts). */
+const DEFAULT_RAM = '64MiB'
+const DEFAULT_VM_RAM = '128MiB'
 /** A long poll asks the daemon to answer within this (the envelope lifetime allows 10 min). */
 const POLL_MS = 5 * 60_000
 /** Polls of one `--wait` or `--follow`: bounded, as every loop (about 3 days of 5-minute polls). */
@@ -74,7 +77,7 @@ export function register (program: Command): void {
     .option('--executor <name>', 'process | docker | vm (firecracker: vm)', 'process')
     .option('--type <type>', 'task (runs to completion) | service (kept running)', 'task')
     .option('--cpu <cores>', 'CPU cores reserved and enforced (fractions allowed)', '0.1')
-    .option('--ram <size>', 'RAM reserved and enforced (e.g. 64MiB, 1GiB)', '64MiB')
+    .option('--ram <size>', 'RAM reserved and enforced (e.g. 64MiB, 1GiB; default 64MiB, for a VM 128MiB: its guest needs 96MiB to boot)')
     .option('--disk <size>', 'disk reserved (e.g. 0B, 1GiB)', '0B')
     .option('--port <[public:]private>', 'a port of the workload, public one leased on the node (repeatable)', collect)
     .option('--env <KEY=VALUE>', 'an environment variable of the workload (repeatable; nothing else of yours is passed)', collect)
@@ -89,7 +92,7 @@ export function register (program: Command): void {
       if (!['process', 'docker', 'vm'].includes(o.executor)) throw new InvalidArgument(`unknown executor '${o.executor}' (process | docker | vm)`, { field: 'executor' })
       if (!['task', 'service'].includes(o.type)) throw new InvalidArgument(`unknown type '${o.type}' (task | service)`, { field: 'type' })
       if (cmd.length === 0 && o.executor !== 'docker') throw new InvalidArgument('dms alloc run needs a command after --, e.g. dms alloc run -- echo hello')
-      const resources = { cpuCores: parseCores(o.cpu), ramBytes: parseSize(o.ram, '--ram'), diskBytes: parseSize(o.disk, '--disk') }
+      const resources = { cpuCores: parseCores(o.cpu), ramBytes: parseSize(o.ram ?? (o.executor === 'vm' ? DEFAULT_VM_RAM : DEFAULT_RAM), '--ram'), diskBytes: parseSize(o.disk, '--disk') }
       const spec: Record<string, unknown> = { type: o.type, executor: o.executor }
       if (cmd.length > 0) spec.command = cmd
       if (o.image !== undefined) spec.image = o.image
