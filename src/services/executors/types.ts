@@ -51,7 +51,7 @@ export interface WorkloadSpec {
 export interface WorkloadRef {
   executor: ExecutorName
   allocationId: string
-  /** process: the pid (= its process group id); docker: the container id. */
+  /** process: the pid (= its process group id); docker: the container id; vm: QEMU's pid. */
   id: string
   /**
    * process: the start time of the pid (`/proc/<pid>/stat` field 22, clock ticks since boot),
@@ -60,7 +60,7 @@ export interface WorkloadRef {
   startTime: string
   /**
    * Which limits are enforced: `cgroup-v2`, `cgroup-v1`, `rlimit` (memory as RLIMIT_AS only, no
-   * CPU quota), `docker`, `none`.
+   * CPU quota), `docker`, `none`, `vm-kvm` / `vm-tcg` (the VM's vCPUs and memory, and how it runs).
    */
   limits: string
 }
