@@ -177,7 +177,7 @@ class VmExecutor implements Executor {
     const token = randomBytes(6).toString('hex')
     const base = join(this.stateDir, `${name}.${token}`)
     await mkdir(this.socketDir, { recursive: true, mode: 0o700 })
-    const socket = join(this.socketDir, `${createHash('sha256').update(`${this.stateDir}\0${token}`).digest('hex').slice(0, 24)}.sock`)
+    const socket = this.socketOf(token)
     const limits = `vm-${this.accel}`
     const reg: Registry = { v: 1, nodeId: this.nodeId, allocationId: spec.allocationId, token, pid: null, startTime: null, limits, socket, workingDir, createdAt: Date.now() }
     const regPath = `${base}.json`
@@ -222,16 +222,23 @@ class VmExecutor implements Executor {
     const ref: WorkloadRef = { executor: 'vm', allocationId: spec.allocationId, id: String(pid), startTime, limits }
     this.children.set(keyOf(ref), { exited, proc: child, waiters: 0 })
     await writeJson(regPath, { ...reg, pid, startTime })
-    // QEMU has parsed its arguments and opened every file once its control socket exists; if it
-    // ends first, it refused something, and says what on its stderr.
-    const up = await untilTrue(async () => await exists(socket), SPAWN_WAIT_MS, exited)
-    if (!up) {
+    // QEMU has parsed its arguments, opened its files and loaded the kernel once the firmware
+    // writes to the console (SeaBIOS's banner, before the kernel runs); its control socket exists
+    // before that. If it ends first, it refused something (a kernel it cannot load, a file it
+    // cannot open), and says what on its stderr.
+    const consolePath = `${base}.console`
+    let ended = false
+    exited.then(() => { ended = true }, () => {})
+    const up = await untilTrue(async () => await exists(socket) && await sizeOf(consolePath) > 0, SPAWN_WAIT_MS, exited)
+    // Still running without a word from its firmware (a firmware that prints nothing): it runs.
+    if (!up && !ended) this.log.warn({ allocationId: spec.allocationId, pid }, `QEMU's firmware wrote nothing to the console within ${SPAWN_WAIT_MS} ms; taking the VM as started`)
+    if (!up && ended) {
       const why = (await readFile(`${base}.qemu.log`, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' ')
       signalSafely(pid, 'SIGKILL')
       await exited
       await this.removeIncarnation({ ...reg, pid, startTime })
       this.children.delete(keyOf(ref))
-      throw new ExecutorUnavailable(`QEMU did not start the VM: ${why === '' ? 'no control socket within 10 s' : why}`, { executor: 'vm' })
+      throw new ExecutorUnavailable(`QEMU did not start the VM: ${why === '' ? 'it exited without a word' : why}`, { executor: 'vm' })
     }
     return ref
   }
@@ -437,6 +444,7 @@ class VmExecutor implements Executor {
   async remove (ref: WorkloadRef): Promise<void> {
     if (await this.alive(ref)) throw new InvalidState(`the VM of ${ref.allocationId} still runs: stop it first`, { allocationId: ref.allocationId, pid: ref.id })
     for (const reg of await this.registriesFor(ref)) await this.removeIncarnation(reg)
+    await this.removeLeftovers(ref.allocationId)
     const key = keyOf(ref)
     this.children.delete(key)
     this.results.delete(key)
@@ -485,6 +493,28 @@ class VmExecutor implements Executor {
 
   private async registriesFor (ref: WorkloadRef): Promise<Registry[]> {
     return (await this.registriesOf(ref.allocationId)).filter(r => ref.id === '' ? r.pid === null : String(r.pid) === ref.id && r.startTime === ref.startTime)
+  }
+
+  /**
+   * Files of the allocation's incarnations whose registry entry is gone (lost, as list() can find
+   * a VM without one): an entry is written before any other file, so files without one belong to
+   * no start in progress.
+   */
+  private async removeLeftovers (allocationId: string): Promise<void> {
+    const prefix = `${encodeName(allocationId)}.`
+    let names: string[]
+    try { names = await readdir(this.stateDir) } catch { return }
+    const tokens = new Set(names.filter(n => n.startsWith(prefix)).map(n => n.slice(prefix.length).split('.')[0]))
+    for (const token of tokens) {
+      if (names.includes(`${prefix}${token}.json`)) continue
+      await Promise.all(['.initrd', '.console', '.qemu.log'].map(async ext => await rm(join(this.stateDir, `${prefix}${token}${ext}`), { force: true })))
+      await rm(this.socketOf(token), { force: true })
+    }
+  }
+
+  /** A VM's control socket: in a short directory (unix paths are limited), named by a hash. */
+  private socketOf (token: string): string {
+    return join(this.socketDir, `${createHash('sha256').update(`${this.stateDir}\0${token}`).digest('hex').slice(0, 24)}.sock`)
   }
 
   private async removeIncarnation (reg: Registry): Promise<void> {
@@ -554,6 +584,10 @@ function exitInfo (status: number | undefined, stop: StopState | undefined): Exi
 function signalName (n: number): string | null {
   for (const [name, num] of Object.entries(osConstants.signals)) if (num === n) return name
   return null
+}
+
+async function sizeOf (p: string): Promise<number> {
+  try { return (await stat(p)).size } catch { return 0 }
 }
 
 async function exists (p: string): Promise<boolean> {

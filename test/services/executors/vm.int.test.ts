@@ -1,12 +1,13 @@
+import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll } from 'vitest'
-import { describe } from 'vitest'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { silentLogger } from '../../../src/lib/log.js'
 import { createVmExecutor } from '../../../src/services/executors/vm.js'
 import type { Executor, WorkloadRef, WorkloadSpec } from '../../../src/services/executors/types.js'
-import { executorContract, type ShellSpecInput } from './contract.js'
+import { STANDARD_PATH, executorContract, untilFileHas, type ShellSpecInput } from './contract.js'
 
 /**
  * The vm executor against real QEMU and the test guest (scripts/vm-setup.sh, run by .ci/run,
@@ -79,4 +80,69 @@ describe.skipIf(why !== undefined)(`vm executor${skip}`, () => {
     // Each is a VM boot: three show that ends seen at once are not lost without eight boots.
     burst: 3
   })
+})
+
+describe.skipIf(why !== undefined)(`vm executor on this machine${skip}`, () => {
+  const cleanups: Array<() => Promise<void>> = []
+  afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c().catch(() => {}) })
+
+  async function setup (o: { kernel?: string } = {}): Promise<{ ex: Executor, stateDir: string, input: (script: string) => Promise<ShellSpecInput> }> {
+    const nodeId = `vm-${randomBytes(4).toString('hex')}`
+    const stateDir = join(stateRoot, nodeId)
+    const ex = createVmExecutor({ nodeId, stateDir, kernel: o.kernel ?? kernel, initrd }, { log: silentLogger() })
+    cleanups.push(async () => {
+      for (const r of await ex.list()) { await ex.stop(r, 0); await ex.remove(r) }
+      await ex.close()
+    })
+    let n = 0
+    const input = async (script: string): Promise<ShellSpecInput> => ({ allocationId: `a${++n}`, dir: await mkdtemp(join(stateRoot, 'alloc-')), script, env: { PATH: STANDARD_PATH } })
+    return { ex, stateDir, input }
+  }
+
+  it('refuses what a VM cannot run before anything boots, naming the field', async () => {
+    const { ex, input } = await setup()
+    const base = spec(await input('true'), ['sh', '-c', 'true'])
+    const cases: Array<[Partial<WorkloadSpec>, string]> = [
+      [{ ports: [{ host: 18080, container: 80, protocol: 'tcp' }] }, 'ports'],
+      [{ image: 'busybox' }, 'image'],
+      [{ env: { 'A=B': 'x' } }, 'env.A=B'],
+      [{ workingDir: 'relative' }, 'workingDir'],
+      [{ command: ['sh', '-c', 'two\nlines'] }, 'command.2'],
+      [{ limits: { cpuCores: -1, ramBytes: 0 } }, 'limits.cpuCores']
+    ]
+    for (const [change, field] of cases) {
+      const err = await ex.start({ ...base, ...change }).then(() => undefined, (e: unknown) => e)
+      expect(err, field).toMatchObject({ name: 'BadRequest', fields: { field } })
+    }
+    expect(await ex.list()).toEqual([])
+  })
+
+  it('a kernel QEMU cannot load: ExecutorUnavailable in QEMU\'s words, nothing left behind', async () => {
+    const bad = join(stateRoot, `not-a-kernel-${randomBytes(3).toString('hex')}`)
+    await writeFile(bad, 'this is not a kernel\n')
+    const { ex, stateDir, input } = await setup({ kernel: bad })
+    const err = await ex.start(spec(await input('true'), ['sh', '-c', 'true'])).then(() => undefined, (e: unknown) => e)
+    expect(err).toMatchObject({ name: 'ExecutorUnavailable', fields: { executor: 'vm' } })
+    expect((err as Error).message).toMatch(/^QEMU did not start the VM: .+/)
+    expect(await ex.list()).toEqual([])
+    expect(await readdir(stateDir)).toEqual([])
+    await rm(bad)
+  })
+
+  it('list finds a running VM whose registry entry is lost, and stop ends it', async () => {
+    const { ex, stateDir, input } = await setup()
+    const s = spec(await input(''), ['sh', '-c', 'echo ready; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'])
+    const ref = await ex.start(s)
+    await untilFileHas(s.stdoutPath, 'ready', LONG)
+    for (const f of await readdir(stateDir)) if (f.endsWith('.json')) await rm(join(stateDir, f))
+    const found = (await ex.list()).find(r => r.id === ref.id)
+    expect(found).toMatchObject({ executor: 'vm', allocationId: s.allocationId, startTime: ref.startTime })
+    if (found === undefined) return
+    expect(await ex.alive(found)).toBe(true)
+    await ex.stop(found, 2_000)
+    expect(await ex.alive(ref)).toBe(false)
+    // and remove leaves nothing of it: console, initramfs, QEMU's log
+    await ex.remove(found)
+    expect(await readdir(stateDir)).toEqual([])
+  }, 3 * LONG)
 })

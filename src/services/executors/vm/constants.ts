@@ -23,7 +23,7 @@ export const KERNEL_CMDLINE = 'console=ttyS0 quiet panic=-1 reboot=t 8250.nr_uar
 export const ADOPTED_POLL_MS = 200
 /** After `K` (SIGKILL in the guest), how long stop waits for the guest to power off before it kills QEMU. */
 export const KILL_WAIT_MS = 5_000
-/** QEMU creates its control socket once it parsed its arguments and opened its files: start waits this long for it. */
+/** QEMU's firmware writes to the console once the machine and kernel are loaded (~0.1 s): start waits this long for it. */
 export const SPAWN_WAIT_MS = 10_000
 /** Checks for the control socket, the console's ready line or a VM's end back off up to this period. */
 export const POLL_MAX_MS = 100

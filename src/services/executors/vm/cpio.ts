@@ -63,7 +63,8 @@ export function listInitramfs (raw: Buffer): Map<string, CpioEntry> | undefined 
     const dataAt = nameAt + nameSize + pad4(HEADER_BYTES + nameSize)
     at = dataAt + size + pad4(size)
     if (name === TRAILER) continue
-    const path = `/${name.replace(/^\.?\/*/, '')}`
+    // `./bin/sh`, `bin/sh` and `/bin/sh` name one file; `.` is the root itself.
+    const path = `/${name === '.' ? '' : name.replace(/^(\.\/)+/, '').replace(/^\/+/, '')}`
     out.set(path, (mode & S_IFMT) === S_IFLNK ? { mode, target: buf.toString('utf8', dataAt, dataAt + size) } : { mode })
   }
   return out
