@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -27,7 +28,12 @@ const probe = await createVmExecutor({ nodeId: 'probe', stateDir: probeDir, kern
 rmSync(probeDir, { recursive: true, force: true })
 const why = probe.available ? undefined : `${probe.reason}; run scripts/vm-setup.sh as root and export what it prints`
 if (why !== undefined && process.env.CI !== undefined) throw new Error(`vm allocation tests cannot run in CI: ${why}`)
-/** A boot under TCG on a loaded 2-core machine: ~8 s, allow for much worse. */
+/** A live (not zombie) process: QEMU's, for a VM. */
+const alive = async (pid: number): Promise<boolean> => {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
+  return stat !== '' && stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+}
+/** A boot under TCG on a loaded 2-core machine: ~3 s, allow for much worse. */
 const BOOT_MS = 120_000
 
 describe.skipIf(why !== undefined)(`vm allocations through the daemon${why !== undefined ? ` (skipped: ${why})` : ''}`, () => {
@@ -88,6 +94,24 @@ describe.skipIf(why !== undefined)(`vm allocations through the daemon${why !== u
     expect(refused.stderr).toMatch(/^BadRequest: kernel: /)
     const ledger = await d.cliJson<LedgerSnapshot>(['actor', 'cmd', '/dms/node/resources/ledger'])
     expect([...ledger.reservations, ...ledger.allocations]).toEqual([])
+  }, 2 * BOOT_MS)
+
+  it('a VM outlives kill -9 of its daemon; the next daemon re-adopts it, its logs and stop still answer', async () => {
+    const svc = await d.cliJson<{ id: string }>(['alloc', 'run', '--executor', 'vm', '--type', 'service', '--', 'sh', '-c', 'echo ready; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'])
+    const running = await d.cliJson<AllocationView>(['alloc', 'status', svc.id])
+    const pid = Number(running.workload)
+    expect(await alive(pid)).toBe(true)
+    await d.kill9()
+    expect(await alive(pid)).toBe(true) // QEMU does not die with the daemon
+    d = await startDaemon({ dataDir: d.dataDir, env: VM_ENV })
+    expect(await d.cliJson(['alloc', 'status', svc.id])).toMatchObject({ status: 'running', workload: String(pid) })
+    // the guest logged on while no daemon was there, through QEMU's own file
+    const follow = spawn(process.execPath, [BIN, 'alloc', 'logs', svc.id, '--follow', '--data-dir', d.dataDir], { cwd: ROOT, env: { ...process.env, DMS_PASSPHRASE: PASSPHRASE } })
+    let out = ''
+    await new Promise<void>(resolve => { follow.stdout.on('data', (b: Buffer) => { out += b.toString(); if (out.includes('\n')) resolve() }) })
+    expect(out).toBe('ready\n')
+    expect(await d.cliJson(['alloc', 'stop', svc.id])).toMatchObject({ status: 'stopped' })
+    expect(await alive(pid)).toBe(false)
   }, 2 * BOOT_MS)
 
   it('refuses vm where the guest is missing, at once, saying why, with nothing left reserved', async () => {
