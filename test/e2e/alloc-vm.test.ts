@@ -8,7 +8,7 @@ import type { AllocationView } from '../../src/services/provider/index.js'
 import type { LedgerSnapshot } from '../../src/services/resources/index.js'
 import { createVmExecutor } from '../../src/services/executors/vm.js'
 import { silentLogger } from '../../src/lib/log.js'
-import { BIN, PASSPHRASE, ROOT, cleanup, startDaemon, stopAllocations, type Daemon } from './harness.js'
+import { BIN, PASSPHRASE, ROOT, cleanup, eventually, startDaemon, stopAllocations, type Daemon } from './harness.js'
 
 /**
  * VM allocations through a daemon and the CLI (issue 17): `dms alloc run --executor vm` (and its
@@ -95,6 +95,19 @@ describe.skipIf(why !== undefined)(`vm allocations through the daemon${why !== u
     const ledger = await d.cliJson<LedgerSnapshot>(['actor', 'cmd', '/dms/node/resources/ledger'])
     expect([...ledger.reservations, ...ledger.allocations]).toEqual([])
   }, 2 * BOOT_MS)
+
+  it('a command health check runs in the guest (exec over the control port): healthy while the file says ok, unhealthy once it does not', async () => {
+    // the start period covers the boot; the workload writes ok, and 5 s later something else
+    const healthcheck = { type: 'command', command: ['cat', 'state'], contains: 'ok', intervalMs: 300, timeoutMs: 30_000, retries: 2, startPeriodMs: 60_000 }
+    const script = 'echo ok > state; i=0; while [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; echo failing > state; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'
+    const started = await d.cliJson<AllocationView>(['actor', 'cmd', '/dms/node/vm/start/custom', '--data', JSON.stringify({ cmd: ['sh', '-c', script], memory: 128 * 2 ** 20, healthcheck, restart: { policy: 'never' } })])
+    const view = async (): Promise<AllocationView> => await d.cliJson<AllocationView>(['alloc', 'status', started.id])
+    // no event crosses the process boundary for a health change: polled, bounded
+    await eventually(async () => (await view()).health?.status === 'healthy', BOOT_MS, 200)
+    const failed = await eventually(async () => { const v = await view(); return v.status === 'failed' ? v : undefined }, BOOT_MS, 250)
+    expect(failed.reason).toMatch(/unhealthy/)
+    expect(failed.health).toMatchObject({ status: 'unhealthy' })
+  }, 3 * BOOT_MS)
 
   it('a VM outlives kill -9 of its daemon; the next daemon re-adopts it, its logs and stop still answer', async () => {
     const svc = await d.cliJson<{ id: string }>(['alloc', 'run', '--executor', 'vm', '--type', 'service', '--', 'sh', '-c', 'echo ready; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'])
