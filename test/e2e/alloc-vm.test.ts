@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { readFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -94,6 +94,35 @@ describe.skipIf(why !== undefined)(`vm allocations through the daemon${why !== u
     expect(refused.stderr).toMatch(/^BadRequest: kernel: /)
     const ledger = await d.cliJson<LedgerSnapshot>(['actor', 'cmd', '/dms/node/resources/ledger'])
     expect([...ledger.reservations, ...ledger.allocations]).toEqual([])
+  }, 2 * BOOT_MS)
+
+  it('deploys a DMS ensemble whose allocation says executor: firecracker: a task in a VM, its output readable', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dms-vm-ensemble-'))
+    try {
+      const file = join(dir, 'firecracker-task.yaml')
+      await writeFile(file, `version: V1
+allocations:
+  vm1:
+    executor: firecracker
+    type: task
+    resources: { cpu: { cores: 1 }, ram: { size: 128MiB }, disk: { size: 1MiB } }
+    execution: { type: firecracker, cmd: [sh, -c, 'echo "in a vm: $(uname -s)"'] }
+nodes:
+  node1:
+    allocations: [vm1]
+`)
+      const r = await d.cli(['deploy', file, '--timeout', '90s', '--bid-window', '300ms', '--follow'], { timeoutMs: BOOT_MS })
+      expect(r.code, r.stderr).toBe(0)
+      const lines = r.stdout.trimEnd().split('\n')
+      const { ensembleId, status } = JSON.parse(lines[lines.length - 1]) as { ensembleId: string, status: string }
+      expect(status).toBe('Completed')
+      expect((await d.cli(['deployment', 'logs', ensembleId, 'node1.vm1'])).stdout).toBe('in a vm: Linux\n')
+      const listed = await d.cliJson<{ allocations: AllocationView[] }>(['vm', 'list'])
+      expect(listed.allocations.find(a => a.id.startsWith(ensembleId))).toMatchObject({ executor: 'vm', status: 'completed' })
+      await d.cli(['deployment', 'shutdown', ensembleId])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   }, 2 * BOOT_MS)
 
   it('a command health check runs in the guest (exec over the control port): healthy while the file says ok, unhealthy once it does not', async () => {
