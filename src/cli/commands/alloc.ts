@@ -3,6 +3,7 @@ import type { Command } from 'commander'
 import type { Handle } from '../../actor/types.js'
 import { InvalidArgument, NotFound, NotRunning } from '../../lib/errors.js'
 import { formatSize, parseCores, parseSize } from '../../lib/units.js'
+import { EXECUTOR_NAMES } from '../../services/executors/types.js'
 import type { AllocateReply, AllocationView, CommitReply } from '../../services/provider/schemas.js'
 import { callBehavior, openSession, type Session } from '../call.js'
 import { progress } from '../progress.js'
@@ -89,7 +90,7 @@ export function register (program: Command): void {
       const g = globalsFrom(o)
       // DMS names its micro-VM executor firecracker: dms runs those in its vm executor.
       if (o.executor === 'firecracker') o.executor = 'vm'
-      if (!['process', 'docker', 'vm'].includes(o.executor)) throw new InvalidArgument(`unknown executor '${o.executor}' (process | docker | vm)`, { field: 'executor' })
+      if (!(EXECUTOR_NAMES as readonly string[]).includes(o.executor)) throw new InvalidArgument(`unknown executor '${o.executor}' (${EXECUTOR_NAMES.join(' | ')})`, { field: 'executor' })
       if (!['task', 'service'].includes(o.type)) throw new InvalidArgument(`unknown type '${o.type}' (task | service)`, { field: 'type' })
       if (cmd.length === 0 && o.executor !== 'docker') throw new InvalidArgument('dms alloc run needs a command after --, e.g. dms alloc run -- echo hello')
       const resources = { cpuCores: parseCores(o.cpu), ramBytes: parseSize(o.ram ?? (o.executor === 'vm' ? DEFAULT_VM_RAM : DEFAULT_RAM), '--ram'), diskBytes: parseSize(o.disk, '--disk') }

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { BadRequest } from '../../lib/errors.js'
+import { EXECUTOR_NAMES } from '../executors/types.js'
 import {
   DEFAULT_HEALTH, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, DEFAULT_RESTART, DEFAULT_STOP_GRACE_MS,
   MAX_LOG_KEEP, MAX_STOP_GRACE_MS, MAX_TRANSITIONS, MIN_HEALTH_INTERVAL_MS, MIN_LOG_MAX_BYTES
@@ -79,7 +80,7 @@ export type AllocationPort = z.infer<typeof PortSchema>
 export const AllocationSpecSchema = z.strictObject({
   /** task: runs to completion; service: kept running under its restart policy. */
   type: z.enum(['task', 'service']),
-  executor: z.enum(['process', 'docker', 'vm']).default('process'),
+  executor: z.enum(EXECUTOR_NAMES).default('process'),
   /** process: argv (argv[0] on the spec's PATH, no shell); docker: the container's Cmd. */
   command: z.array(z.string()).min(1).optional(),
   /** docker only. */
@@ -181,7 +182,7 @@ export const NEXT: Record<AllocationStatus, readonly AllocationStatus[]> = {
 }
 
 export const WorkloadRefSchema = z.object({
-  executor: z.enum(['process', 'docker', 'vm']),
+  executor: z.enum(EXECUTOR_NAMES),
   allocationId: z.string(),
   id: z.string(),
   startTime: z.string(),
@@ -204,7 +205,7 @@ export type HealthState = z.infer<typeof HealthStateSchema>
 export const AllocationRecordSchema = z.object({
   id: z.string(),
   type: z.enum(['task', 'service']),
-  executor: z.enum(['process', 'docker', 'vm']),
+  executor: z.enum(EXECUTOR_NAMES),
   spec: AllocationSpecSchema,
   status: z.enum(STATUSES),
   /** Why it is in this status, in words a person reads. */

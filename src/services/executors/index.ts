@@ -3,7 +3,7 @@ import { BadRequest, ExecutorUnavailable, InvalidConfig } from '../../lib/errors
 import type { Logger } from '../../lib/log.js'
 import { createDockerExecutor, type DockerExecutorInit } from './docker.js'
 import { createProcessExecutor, type ProcessExecutorInit } from './process.js'
-import type { Executor, ExecutorName } from './types.js'
+import { EXECUTOR_NAMES, type Executor, type ExecutorName } from './types.js'
 import { createVmExecutor, type VmExecutorInit } from './vm.js'
 
 export type * from './types.js'
@@ -11,8 +11,7 @@ export { createProcessExecutor } from './process.js'
 export { createDockerExecutor } from './docker.js'
 export { createVmExecutor } from './vm.js'
 
-/** Every executor dms knows, in the order they are offered. */
-export const EXECUTOR_NAMES: readonly ExecutorName[] = ['process', 'docker', 'vm']
+export { EXECUTOR_NAMES } from './types.js'
 
 /**
  * The executors a node offers: each one known is built and probed at start, and only those that

@@ -9,7 +9,9 @@
  * to re-adopt a workload, and `list()` must find every workload this node started, so that the
  * supervisor can stop the ones no record claims (orphans of a `kill -9` between start and record).
  */
-export type ExecutorName = 'process' | 'docker' | 'vm'
+/** Every executor dms knows, in the order they are offered: the one list specs, schemas and the CLI take names from. */
+export const EXECUTOR_NAMES = ['process', 'docker', 'vm'] as const
+export type ExecutorName = typeof EXECUTOR_NAMES[number]
 
 export interface PortBinding {
   /** Port on the host, leased by the port allocator. */

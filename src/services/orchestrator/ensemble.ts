@@ -4,6 +4,7 @@ import { didFromPeerId, isDid } from '../../identity/did.js'
 import { BadRequest } from '../../lib/errors.js'
 import { parseCores, parseDuration, parseSize } from '../../lib/units.js'
 import { HealthCheckSchema, RestartPolicySchema, type HealthCheck, type RestartPolicy } from '../allocations/spec.js'
+import { EXECUTOR_NAMES, type ExecutorName } from '../executors/types.js'
 import type { GpuRequest } from '../resources/vector.js'
 import type {
   Ensemble, EnsembleAllocation, EnsembleIssue, EnsembleNode, EnsemblePlan, EnsemblePort,
@@ -36,9 +37,9 @@ const LOCATION_FIELDS = ['accept', 'reject'] as const
 const PLACE_FIELDS = ['continent', 'country', 'city'] as const
 const SUPERVISOR_FIELDS = ['strategy', 'max_restarts', 'window'] as const
 
-const EXECUTORS = ['process', 'docker', 'vm'] as const
+const EXECUTORS = EXECUTOR_NAMES
 /** DMS's name for its micro-VM executor: DMS files say `firecracker`, which dms runs with its vm executor (QEMU). */
-const EXECUTOR_ALIASES: Record<string, typeof EXECUTORS[number]> = { firecracker: 'vm' }
+const EXECUTOR_ALIASES: Record<string, ExecutorName> = { firecracker: 'vm' }
 const FAILURE_RECOVERY: readonly FailureRecovery[] = ['stay_down', 'one_for_one', 'all_for_one', 'rest_for_one']
 const STRATEGIES: readonly SupervisorStrategy[] = ['OneForOne', 'AllForOne', 'RestForOne']
 

@@ -16,6 +16,7 @@ import type { Db } from '../../store/db.js'
 import {
   badRequestFrom, isTerminal, type AllocationRecord, type AllocationRuntime, type LogChunk, type LogStream
 } from '../allocations/index.js'
+import type { ExecutorName } from '../executors/types.js'
 import type { PortAllocator } from '../ports/index.js'
 import { ResourceVectorSchema, ZERO, type ResourceManager } from '../resources/index.js'
 import { createSerial, type Serial } from '../serial.js'
@@ -54,7 +55,7 @@ export interface ProviderService {
   commit: (owner: string, request: unknown) => Promise<CommitReply>
   allocate: (owner: string, request: unknown) => Promise<AllocateReply>
   revert: (owner: string, ensembleId: string) => Promise<RevertReply>
-  list: (filter?: { id?: string, executor?: 'process' | 'docker' | 'vm' }) => AllocationView[]
+  list: (filter?: { id?: string, executor?: ExecutorName }) => AllocationView[]
   /** Node-level controls by allocation id (the capability is the node's to grant, not the owner's). */
   stopAllocation: (id: string, opts?: { graceMs?: number }) => Promise<AllocationView>
   restartAllocation: (id: string) => Promise<AllocationView>
@@ -308,7 +309,7 @@ class Provider implements ProviderService {
 
   // ---- allocations ----
 
-  list (filter: { id?: string, executor?: 'process' | 'docker' | 'vm' } = {}): AllocationView[] {
+  list (filter: { id?: string, executor?: ExecutorName } = {}): AllocationView[] {
     return this.c.runtime.list()
       .filter(r => (filter.id === undefined || r.id === filter.id) && (filter.executor === undefined || r.executor === filter.executor))
       .sort((a, b) => a.createdAt - b.createdAt)

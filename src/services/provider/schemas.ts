@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { HealthCheckSchema, RestartPolicySchema } from '../allocations/index.js'
 import { ResourceRequestSchema } from '../resources/index.js'
+import { EXECUTOR_NAMES } from '../executors/types.js'
 import { MIN_RAM_BYTES } from '../executors/vm/constants.js'
 import { MAX_RESERVATION_TTL_MS } from '../resources/constants.js'
 import { DEFAULT_COMMIT_TTL_MS, MAX_ALLOCATIONS_PER_COMMIT } from './constants.js'
@@ -84,7 +85,7 @@ export const AllocationView = z.object({
   handle: HandleSchema.optional(),
   owner: z.string(),
   type: z.enum(['task', 'service']),
-  executor: z.enum(['process', 'docker', 'vm']),
+  executor: z.enum(EXECUTOR_NAMES),
   status: z.enum(['pending', 'starting', 'running', 'completed', 'failed', 'stopped']),
   reason: z.string(),
   resources: z.object({ cpuCores: z.number(), ramBytes: z.number(), diskBytes: z.number() }),
