@@ -125,6 +125,44 @@ nodes:
     }
   }, 2 * BOOT_MS)
 
+  it('deploys a DMS ensemble with a firecracker service: running in a VM until the deployment is shut down, nothing held after', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dms-vm-ensemble-'))
+    try {
+      const file = join(dir, 'firecracker-service.yaml')
+      await writeFile(file, `version: V1
+allocations:
+  web:
+    executor: firecracker
+    resources: { cpu: { cores: 1 }, ram: { size: 128MiB }, disk: { size: 1MiB } }
+    execution: { type: firecracker, cmd: [sh, -c, 'echo serving; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'] }
+nodes:
+  node1:
+    allocations: [web]
+`)
+      const r = await d.cli(['deploy', file, '--timeout', '90s', '--bid-window', '300ms'], { timeoutMs: BOOT_MS })
+      expect(r.code, r.stderr).toBe(0)
+      const lines = r.stdout.trimEnd().split('\n')
+      const { ensembleId, status } = JSON.parse(lines[lines.length - 1]) as { ensembleId: string, status: string }
+      expect(status).toBe('Running')
+      const id = `${ensembleId}.web`
+      const running = (await d.cliJson<{ allocations: AllocationView[] }>(['vm', 'list'])).allocations.find(a => a.id === id)
+      expect(running).toMatchObject({ executor: 'vm', type: 'service', status: 'running' })
+      const pid = Number(running?.workload)
+      expect(await alive(pid)).toBe(true)
+      // its first line, once the guest booted
+      const follow = spawn(process.execPath, [BIN, 'alloc', 'logs', id, '--follow', '--data-dir', d.dataDir], { cwd: ROOT, env: { ...process.env, DMS_PASSPHRASE: PASSPHRASE } })
+      let out = ''
+      await new Promise<void>(resolve => { follow.stdout.on('data', (b: Buffer) => { out += b.toString(); if (out.includes('\n')) resolve() }) })
+      expect(out).toBe('serving\n')
+      expect((await d.cliJson<{ status: string }>(['deployment', 'shutdown', ensembleId])).status).toBe('Completed')
+      expect(await alive(pid)).toBe(false)
+      const ledger = await d.cliJson<LedgerSnapshot>(['actor', 'cmd', '/dms/node/resources/ledger'])
+      expect([...ledger.reservations, ...ledger.allocations].map(x => x.id).filter(x => x.startsWith(ensembleId))).toEqual([])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }, 2 * BOOT_MS)
+
   it('a command health check runs in the guest (exec over the control port): healthy while the file says ok, unhealthy once it does not', async () => {
     // the start period covers the boot; the workload writes ok, and 5 s later something else
     const healthcheck = { type: 'command', command: ['cat', 'state'], contains: 'ok', intervalMs: 300, timeoutMs: 30_000, retries: 2, startPeriodMs: 60_000 }
