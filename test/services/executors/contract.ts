@@ -42,8 +42,6 @@ export interface ExecutorHarness {
    * emulation: ~8 s, more on a loaded machine). Default 30 s. Each test then gets 3× it.
    */
   longMs?: number
-  /** How many workloads the "end at once" test starts together (default 8; each VM is a boot). */
-  burst?: number
 }
 
 export interface ShellSpecInput {
@@ -180,7 +178,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
       // Started back to back: a workload may be gone before start() returns, and its end must still be seen.
       // Several at once keep the event loop busy between the spawn and start()'s return (8 are
       // enough for a process executor that looked too late to fail every time).
-      const codes = Array.from({ length: harness.burst ?? 8 }, (_, i) => i)
+      const codes = Array.from({ length: 8 }, (_, i) => i)
       const refs = await Promise.all(codes.map(async i => (await run(`exit ${i}`)).ref))
       const infos = await Promise.all(refs.map(async r => await waitFor(r)))
       expect(infos.map(i => i.exitCode)).toEqual(codes)

@@ -76,9 +76,7 @@ describe.skipIf(why !== undefined)(`vm executor${skip}`, () => {
     // busybox sh exports the directory it starts in and its level
     extraEnv: ['PWD', 'SHLVL'],
     processesWith: guestProcessesWith,
-    longMs: LONG,
-    // Each is a VM boot: three show that ends seen at once are not lost without eight boots.
-    burst: 3
+    longMs: LONG
   })
 })
 
