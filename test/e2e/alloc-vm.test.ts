@@ -164,9 +164,10 @@ nodes:
   }, 2 * BOOT_MS)
 
   it('a command health check runs in the guest (exec over the control port): healthy while the file says ok, unhealthy once it does not', async () => {
-    // the start period covers the boot; the workload writes ok, and 5 s later something else
+    // the start period covers the boot; the workload writes ok, and 10 s later something else (a window
+    // wide enough for the CLI polls below on a loaded machine)
     const healthcheck = { type: 'command', command: ['cat', 'state'], contains: 'ok', intervalMs: 300, timeoutMs: 30_000, retries: 2, startPeriodMs: 60_000 }
-    const script = 'echo ok > state; i=0; while [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; echo failing > state; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'
+    const script = 'echo ok > state; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; echo failing > state; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'
     const started = await d.cliJson<AllocationView>(['actor', 'cmd', '/dms/node/vm/start/custom', '--data', JSON.stringify({ cmd: ['sh', '-c', script], memory: 128 * 2 ** 20, healthcheck, restart: { policy: 'never' } })])
     const view = async (): Promise<AllocationView> => await d.cliJson<AllocationView>(['alloc', 'status', started.id])
     // no event crosses the process boundary for a health change: polled, bounded
