@@ -222,14 +222,15 @@ class VmExecutor implements Executor {
     const ref: WorkloadRef = { executor: 'vm', allocationId: spec.allocationId, id: String(pid), startTime, limits }
     this.children.set(keyOf(ref), { exited, proc: child, waiters: 0 })
     await writeJson(regPath, { ...reg, pid, startTime })
-    // QEMU has parsed its arguments, opened its files and loaded the kernel once the firmware
-    // writes to the console (SeaBIOS's banner, before the kernel runs); its control socket exists
-    // before that. If it ends first, it refused something (a kernel it cannot load, a file it
-    // cannot open), and says what on its stderr.
+    // QEMU has parsed its arguments, opened its files (the control socket first) and loaded the
+    // kernel once the firmware writes to the console (SeaBIOS's banner, before the kernel runs).
+    // If it ends with nothing there, it refused something (a kernel it cannot load, a file it
+    // cannot open), and says what on its stderr. (A VM that ran its whole job meanwhile left its
+    // console full: started, and its wait will say how it ended.)
     const consolePath = `${base}.console`
     let ended = false
     exited.then(() => { ended = true }, () => {})
-    const up = await untilTrue(async () => await exists(socket) && await sizeOf(consolePath) > 0, SPAWN_WAIT_MS, exited)
+    const up = await untilTrue(async () => await sizeOf(consolePath) > 0, SPAWN_WAIT_MS, exited)
     // Still running without a word from its firmware (a firmware that prints nothing): it runs.
     if (!up && !ended) this.log.warn({ allocationId: spec.allocationId, pid }, `QEMU's firmware wrote nothing to the console within ${SPAWN_WAIT_MS} ms; taking the VM as started`)
     if (!up && ended) {
@@ -588,10 +589,6 @@ function signalName (n: number): string | null {
 
 async function sizeOf (p: string): Promise<number> {
   try { return (await stat(p)).size } catch { return 0 }
-}
-
-async function exists (p: string): Promise<boolean> {
-  try { await stat(p); return true } catch { return false }
 }
 
 /** True once `check` is; false at the deadline or when `ended` resolves first. Backs off to POLL_MAX_MS. */
