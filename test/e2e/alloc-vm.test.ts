@@ -52,11 +52,12 @@ describe.skipIf(why !== undefined)(`vm allocations through the daemon${why !== u
   it('runs a task in a VM and shows its output', async () => {
     const node = await d.cliJson<{ executors: Array<{ name: string, available: boolean, detail?: string }> }>(['actor', 'cmd', '/dms/node/status'])
     expect(node.executors.find(e => e.name === 'vm')).toMatchObject({ available: true, detail: expect.stringMatching(/QEMU with (KVM|TCG)/) })
-    // as a user types it: no --ram (a VM gets 128 MiB by default, the process executor's 64 MiB would not boot it)
+    // as a user types it: no --cpu or --ram (a VM gets 1 core and 128 MiB by default: the process
+    // executor's 64 MiB would not boot it, and 0.1 cores would make the boot ten times longer)
     const done = await d.cliJson(['alloc', 'run', '--executor', 'vm', '--wait', '--', 'echo', 'hi'], { timeoutMs: BOOT_MS })
     expect(done).toMatchObject({ status: 'completed', exitCode: 0 })
     const status = await d.cliJson<AllocationView>(['alloc', 'status', done.id])
-    expect(status).toMatchObject({ executor: 'vm', resources: { ramBytes: 128 * 2 ** 20 } })
+    expect(status).toMatchObject({ executor: 'vm', resources: { cpuCores: 1, ramBytes: 128 * 2 ** 20 } })
     expect((await d.cli(['alloc', 'logs', done.id])).stdout).toBe('hi\n')
   }, BOOT_MS)
 

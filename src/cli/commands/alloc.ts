@@ -13,7 +13,7 @@ interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, ti
 interface RunOpts extends CommonOpts {
   executor: string
   type: string
-  cpu: string
+  cpu?: string
   ram?: string
   disk: string
   port?: string[]
@@ -24,8 +24,14 @@ interface RunOpts extends CommonOpts {
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
-/** `--ram` when not given: enough for a small process; a VM's guest needs 96 MiB to boot (vm/constants.ts). */
+/**
+ * `--cpu` and `--ram` when not given: enough for a small process. A VM's guest needs 96 MiB to
+ * boot (vm/constants.ts), and its CPU is a quota on QEMU: at 0.1 cores a boot under emulation
+ * takes ten times its ~2 s.
+ */
+const DEFAULT_CPU = '0.1'
 const DEFAULT_RAM = '64MiB'
+const DEFAULT_VM_CPU = '1'
 const DEFAULT_VM_RAM = '128MiB'
 /** A long poll asks the daemon to answer within this (the envelope lifetime allows 10 min). */
 const POLL_MS = 5 * 60_000
@@ -77,7 +83,7 @@ export function register (program: Command): void {
     .argument('[cmd...]', 'the command and its arguments (after --)')
     .option('--executor <name>', 'process | docker | vm (firecracker: vm)', 'process')
     .option('--type <type>', 'task (runs to completion) | service (kept running)', 'task')
-    .option('--cpu <cores>', 'CPU cores reserved and enforced (fractions allowed)', '0.1')
+    .option('--cpu <cores>', 'CPU cores reserved and enforced (fractions allowed; default 0.1, for a VM 1)')
     .option('--ram <size>', 'RAM reserved and enforced (e.g. 64MiB, 1GiB; default 64MiB, for a VM 128MiB: its guest needs 96MiB to boot)')
     .option('--disk <size>', 'disk reserved (e.g. 0B, 1GiB)', '0B')
     .option('--port <[public:]private>', 'a port of the workload, public one leased on the node (repeatable)', collect)
@@ -93,7 +99,8 @@ export function register (program: Command): void {
       if (!(EXECUTOR_NAMES as readonly string[]).includes(o.executor)) throw new InvalidArgument(`unknown executor '${o.executor}' (${EXECUTOR_NAMES.join(' | ')})`, { field: 'executor' })
       if (!['task', 'service'].includes(o.type)) throw new InvalidArgument(`unknown type '${o.type}' (task | service)`, { field: 'type' })
       if (cmd.length === 0 && o.executor !== 'docker') throw new InvalidArgument('dms alloc run needs a command after --, e.g. dms alloc run -- echo hello')
-      const resources = { cpuCores: parseCores(o.cpu), ramBytes: parseSize(o.ram ?? (o.executor === 'vm' ? DEFAULT_VM_RAM : DEFAULT_RAM), '--ram'), diskBytes: parseSize(o.disk, '--disk') }
+      const vm = o.executor === 'vm'
+      const resources = { cpuCores: parseCores(o.cpu ?? (vm ? DEFAULT_VM_CPU : DEFAULT_CPU)), ramBytes: parseSize(o.ram ?? (vm ? DEFAULT_VM_RAM : DEFAULT_RAM), '--ram'), diskBytes: parseSize(o.disk, '--disk') }
       const spec: Record<string, unknown> = { type: o.type, executor: o.executor }
       if (cmd.length > 0) spec.command = cmd
       if (o.image !== undefined) spec.image = o.image

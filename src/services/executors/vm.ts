@@ -8,8 +8,10 @@ import { delimiter, isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { BadRequest, Conflict, ExecutorUnavailable, InvalidState, NotRunning, Timeout } from '../../lib/errors.js'
 import type { Logger } from '../../lib/log.js'
+import { detectCgroups, procsFiles, removeDirs, removeParentsIfEmpty, type Cgroups } from './process/cgroups.js'
 import { checkedName, decodeName, encodeName } from './process/names.js'
 import { CLOCK_TICKS_PER_SECOND, allPids, isLive, pidOf, readCmdline, readRssBytes, readStat, readStatSync, signalSafely } from './process/proc.js'
+import { execArgs } from './process/wrapper.js'
 import type { ExecResult, Executor, ExitInfo, Probe, WorkloadLimits, WorkloadRef, WorkloadSpec } from './types.js'
 import { findInGuest, listInitramfs, type CpioEntry } from './vm/cpio.js'
 import {
@@ -55,6 +57,11 @@ export interface VmExecutorInit {
   accel?: 'kvm' | 'tcg'
   /** Where the control sockets go (default SOCKET_DIR). */
   socketDir?: string
+  /**
+   * Path inside each cgroup hierarchy under which `<node>.vm/<vm>` groups are made, as the process
+   * executor's (default: the daemon's own group + `/dms`); `false`: none (no CPU quota).
+   */
+  cgroupRoot?: string | false
 }
 
 export interface VmExecutorComponents {
@@ -71,6 +78,8 @@ const RegistrySchema = z.object({
   limits: z.string(),
   socket: z.string(),
   workingDir: z.string(),
+  /** The CPU quota's groups QEMU runs in (none where cgroups cannot be used, or no quota asked). */
+  cgroups: z.array(z.string()).default([]),
   createdAt: z.number()
 })
 type Registry = z.infer<typeof RegistrySchema>
@@ -99,6 +108,8 @@ class VmExecutor implements Executor {
   private readonly qemu: string
   private readonly accel: 'kvm' | 'tcg'
   private readonly socketDir: string
+  private readonly cgroupRoot: string | false | undefined
+  private detected: Promise<{ cgroups?: Cgroups, reason?: string }> | undefined
   private readonly log: Logger
   /** VMs this instance started: QEMU's exit event, and the child to keep the event loop up while someone waits. */
   private readonly children = new Map<string, { exited: Promise<void>, proc: ChildProcess, waiters: number }>()
@@ -120,7 +131,22 @@ class VmExecutor implements Executor {
     const accel = init.accel ?? process.env.DMS_VM_ACCEL
     this.accel = accel === 'kvm' ? 'kvm' : 'tcg'
     this.socketDir = init.socketDir ?? SOCKET_DIR
+    this.cgroupRoot = init.cgroupRoot
     this.log = components.log
+  }
+
+  /**
+   * Control groups for QEMU's CPU quota, detected as the process executor does, under a parent of
+   * their own (`<node>.vm`: an encoded node id has no `.`, so the process executor, which treats
+   * every group under `<node>` as one of its workloads, never sees these).
+   */
+  private async cgroups (): Promise<{ cgroups?: Cgroups, reason?: string }> {
+    if (this.detected === undefined) {
+      this.detected = this.cgroupRoot === false
+        ? Promise.resolve({ reason: 'cgroups disabled by configuration' })
+        : detectCgroups({ root: this.cgroupRoot, node: `${encodeName(this.nodeId)}.vm` }).then(d => d.cgroups !== undefined ? { cgroups: d.cgroups } : { reason: d.reason })
+    }
+    return await this.detected
   }
 
   /** What is missing for a VM to boot here, or the QEMU binary's path. */
@@ -139,7 +165,9 @@ class VmExecutor implements Executor {
       await mkdir(this.stateDir, { recursive: true })
       const u = await this.unavailable()
       if ('reason' in u) return { available: false, reason: u.reason }
-      return { available: true, detail: `QEMU ${this.accel === 'kvm' ? 'with KVM' : 'with TCG (emulation; no KVM that boots guests here)'}, guest ${u.kernel} + ${u.initrd}` }
+      const { cgroups, reason } = await this.cgroups()
+      const quota = cgroups !== undefined ? `CPU quota by ${cgroups.kind}` : `no CPU quota (${reason ?? 'no usable cgroups'})`
+      return { available: true, detail: `QEMU ${this.accel === 'kvm' ? 'with KVM' : 'with TCG (emulation; no KVM that boots guests here)'}, ${quota}, guest ${u.kernel} + ${u.initrd}` }
     } catch (err) {
       return { available: false, reason: (err as Error).message }
     }
@@ -179,7 +207,19 @@ class VmExecutor implements Executor {
     await mkdir(this.socketDir, { recursive: true, mode: 0o700 })
     const socket = this.socketOf(token)
     const limits = `vm-${this.accel}`
-    const reg: Registry = { v: 1, nodeId: this.nodeId, allocationId: spec.allocationId, token, pid: null, startTime: null, limits, socket, workingDir, createdAt: Date.now() }
+    // A fractional CPU reservation is a CFS quota on QEMU's threads, as for a process; the vCPU
+    // count alone (ceil) would let a 0.1-core VM take a whole core.
+    const { cgroups } = await this.cgroups()
+    let cgDirs: string[] = []
+    if (cgroups !== undefined && spec.limits.cpuCores > 0) {
+      try {
+        cgDirs = await cgroups.create(`${name}.${token}`, { cpuCores: spec.limits.cpuCores, ramBytes: 0 })
+      } catch (err) {
+        await removeDirs(cgroups.dirsOf(`${name}.${token}`))
+        this.log.warn({ err, allocationId: spec.allocationId }, 'cannot create the VM\'s cgroup; it runs without a CPU quota')
+      }
+    }
+    const reg: Registry = { v: 1, nodeId: this.nodeId, allocationId: spec.allocationId, token, pid: null, startTime: null, limits, socket, workingDir, cgroups: cgDirs, createdAt: Date.now() }
     const regPath = `${base}.json`
     const initrd = `${base}.initrd`
     const args = qemuArgs({ accel: this.accel, limits: spec.limits, kernel: u.kernel, initrd, console: `${base}.console`, stdout: spec.stdoutPath, stderr: spec.stderrPath, socket })
@@ -201,7 +241,10 @@ class VmExecutor implements Executor {
       ])
       const qemuLog = await open(`${base}.qemu.log`, 'a')
       try {
-        child = spawn(u.qemu, args, { cwd: this.stateDir, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, detached: true, stdio: ['ignore', 'ignore', qemuLog.fd] })
+        // With a quota, a shell joins the groups and replaces itself with QEMU (same pid, same
+        // start time): no instruction of QEMU runs outside them.
+        const [cmd, argv] = cgDirs.length > 0 ? ['/bin/sh', execArgs({ procs: procsFiles(cgDirs), argv: [u.qemu, ...args] })] : [u.qemu, args]
+        child = spawn(cmd, argv, { cwd: this.stateDir, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, detached: true, stdio: ['ignore', 'ignore', qemuLog.fd] })
         const s = child.pid === undefined ? undefined : readStatSync(child.pid)
         startTime = s?.startTime ?? ''
         exited = new Promise(resolve => { child.once('exit', () => resolve()) })
@@ -460,6 +503,9 @@ class VmExecutor implements Executor {
       await c.then(async ctl => { ctl.socket.destroy(); await ctl.closed }, () => {})
     }
     this.controls.clear()
+    // The node's cgroup parents, when no VM's group is left in them (else they stay).
+    const { cgroups } = await this.cgroups()
+    if (cgroups !== undefined) await removeParentsIfEmpty(cgroups)
   }
 
   // ---- registry ----
@@ -510,6 +556,8 @@ class VmExecutor implements Executor {
       if (names.includes(`${prefix}${token}.json`)) continue
       await Promise.all(['.initrd', '.console', '.qemu.log'].map(async ext => await rm(join(this.stateDir, `${prefix}${token}${ext}`), { force: true })))
       await rm(this.socketOf(token), { force: true })
+      const { cgroups } = await this.cgroups()
+      if (cgroups !== undefined) await removeDirs(cgroups.dirsOf(`${prefix}${token}`))
     }
   }
 
@@ -520,6 +568,8 @@ class VmExecutor implements Executor {
 
   private async removeIncarnation (reg: Registry): Promise<void> {
     const base = this.baseOf(reg)
+    const left = await removeDirs(reg.cgroups)
+    if (left.length > 0) this.log.warn({ dirs: left }, 'VM cgroups could not be removed')
     await Promise.all(['.initrd', '.console', '.qemu.log', '.json'].map(async ext => await rm(`${base}${ext}`, { force: true })))
     await rm(reg.socket, { force: true })
     if (reg.pid !== null) {

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { silentLogger } from '../../../src/lib/log.js'
 import { createVmExecutor } from '../../../src/services/executors/vm.js'
@@ -127,6 +127,26 @@ describe.skipIf(why !== undefined)(`vm executor on this machine${skip}`, () => {
     await rm(bad)
   })
 
+  it.skipIf(cgroupV1Unavailable())('a fractional CPU reservation is a CFS quota on QEMU (cgroup v1 here), its group gone with the VM', async () => {
+    const { ex, input } = await setup()
+    const s = { ...spec(await input(''), ['sh', '-c', 'echo ready; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done']), limits: { cpuCores: 0.5, ramBytes: 128 * 2 ** 20 } }
+    const ref = await ex.start(s)
+    // QEMU itself (the pid of the ref) is in the group: the shell that joined it became QEMU
+    const line = (await readFile(`/proc/${ref.id}/cgroup`, 'utf8')).split('\n').find(l => l.split(':')[1]?.split(',').includes('cpu'))
+    const dir = join('/sys/fs/cgroup/cpu', line?.slice(line.indexOf(':', line.indexOf(':') + 1) + 1) ?? '/nowhere')
+    expect(dir).toMatch(/\.vm\//)
+    const period = Number(await readFile(join(dir, 'cpu.cfs_period_us'), 'utf8'))
+    expect(Number(await readFile(join(dir, 'cpu.cfs_quota_us'), 'utf8'))).toBe(Math.round(0.5 * period))
+    expect((await readFile(`/proc/${ref.id}/cmdline`, 'utf8')).split('\0')[0]).toMatch(/qemu-system-x86_64$/)
+    await untilFileHas(s.stdoutPath, 'ready', LONG)
+    await ex.stop(ref, 2_000)
+    await ex.remove(ref)
+    expect(existsSync(dir)).toBe(false)
+    await ex.close()
+    // the node's parent goes with the executor when empty
+    expect(existsSync(dirname(dir))).toBe(false)
+  }, 3 * LONG)
+
   it('list finds a running VM whose registry entry is lost, and stop ends it', async () => {
     const { ex, stateDir, input } = await setup()
     const s = spec(await input(''), ['sh', '-c', 'echo ready; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'])
@@ -144,3 +164,7 @@ describe.skipIf(why !== undefined)(`vm executor on this machine${skip}`, () => {
     expect(await readdir(stateDir)).toEqual([])
   }, 3 * LONG)
 })
+
+function cgroupV1Unavailable (): boolean {
+  return !existsSync('/sys/fs/cgroup/cpu/cpu.cfs_quota_us') || process.getuid?.() !== 0
+}
