@@ -16,7 +16,7 @@ import { BIN, PASSPHRASE, ROOT, cleanup, eventually, startDaemon, stopAllocation
  * `/dms/node/vm/{start/custom,list,stop}`), and a node without the guest refusing them with
  * `ExecutorUnavailable`, nothing left reserved. QEMU and the test guest come from
  * scripts/vm-setup.sh (run by .ci/run); without them these tests skip and say why, except under
- * CI, where they fail. Three VM boots in all (~3 s each under TCG here).
+ * CI, where they fail. Seven VM boots in all (~2–4 s each under TCG here).
  */
 const SETUP_DIR = '/var/lib/dms-vm'
 const VM_ENV = {
