@@ -24,7 +24,9 @@ const VM_ENV = {
   DMS_VM_INITRD: process.env.DMS_VM_INITRD ?? join(SETUP_DIR, 'initrd.cpio')
 }
 const probeDir = mkdtempSync(join(tmpdir(), 'dms-vm-probe-'))
-const probe = await createVmExecutor({ nodeId: 'probe', stateDir: probeDir, kernel: VM_ENV.DMS_VM_KERNEL, initrd: VM_ENV.DMS_VM_INITRD }, { log: silentLogger() }).probe()
+const prober = createVmExecutor({ nodeId: 'probe', stateDir: probeDir, kernel: VM_ENV.DMS_VM_KERNEL, initrd: VM_ENV.DMS_VM_INITRD }, { log: silentLogger() })
+const probe = await prober.probe()
+await prober.close()
 rmSync(probeDir, { recursive: true, force: true })
 const why = probe.available ? undefined : `${probe.reason}; run scripts/vm-setup.sh as root and export what it prints`
 if (why !== undefined && process.env.CI !== undefined) throw new Error(`vm allocation tests cannot run in CI: ${why}`)

@@ -8,17 +8,17 @@ import { delimiter, isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { BadRequest, Conflict, ExecutorUnavailable, InvalidState, NotRunning, Timeout } from '../../lib/errors.js'
 import type { Logger } from '../../lib/log.js'
-import { detectCgroups, procsFiles, removeDirs, removeParentsIfEmpty, type Cgroups } from './process/cgroups.js'
+import { detectCgroups, pidsIn, procsFiles, removeDirs, removeParentsIfEmpty, type Cgroups } from './process/cgroups.js'
 import { checkedName, decodeName, encodeName } from './process/names.js'
 import { CLOCK_TICKS_PER_SECOND, allPids, isLive, pidOf, readCmdline, readRssBytes, readStat, readStatSync, signalSafely } from './process/proc.js'
 import { execArgs } from './process/wrapper.js'
 import type { ExecResult, Executor, ExitInfo, Probe, WorkloadLimits, WorkloadRef, WorkloadSpec } from './types.js'
 import { findInGuest, listInitramfs, type CpioEntry } from './vm/cpio.js'
 import {
-  ADOPTED_POLL_MS, DEFAULT_RAM_BYTES, DEFAULT_WORKING_DIR, EXEC_OUTPUT_MAX_BYTES, GUEST_PATH, KERNEL_CMDLINE, KILL_WAIT_MS,
+  ADOPTED_POLL_MS, DEFAULT_RAM_BYTES, DEFAULT_WORKING_DIR, EXEC_OUTPUT_MAX_BYTES, GROUP_EMPTY_CHECKS, GUEST_PATH, KERNEL_CMDLINE, KILL_WAIT_MS,
   MIN_RAM_BYTES, POLL_MAX_MS, SOCKET_DIR, SPAWN_WAIT_MS, TCG_TB_SIZE_MIB
 } from './vm/constants.js'
-import { execScript, exitStatusOf, isReady, jobArchive, parseReply, type ExecReply } from './vm/guest.js'
+import { execScript, exitStatusOf, isReady, jobArchive, panicOf, parseReply, type ExecReply } from './vm/guest.js'
 
 /**
  * The `vm` executor: one QEMU virtual machine per workload (`qemu-system-x86_64 -M pc`), with KVM
@@ -307,7 +307,7 @@ class VmExecutor implements Executor {
     }
     const reg = (await this.registriesFor(ref))[0]
     const console = reg === undefined ? '' : await readFile(`${this.baseOf(reg)}.console`, 'utf8').catch(() => '')
-    const info = exitInfo(exitStatusOf(console), this.stopStates.get(key))
+    const info = exitInfo(exitStatusOf(console), this.stopStates.get(key), panicOf(console))
     this.results.set(key, info)
     return info
   }
@@ -557,8 +557,19 @@ class VmExecutor implements Executor {
       await Promise.all(['.initrd', '.console', '.qemu.log'].map(async ext => await rm(join(this.stateDir, `${prefix}${token}${ext}`), { force: true })))
       await rm(this.socketOf(token), { force: true })
       const { cgroups } = await this.cgroups()
-      if (cgroups !== undefined) await removeDirs(cgroups.dirsOf(`${prefix}${token}`))
+      if (cgroups !== undefined) await this.removeGroups(cgroups.dirsOf(`${prefix}${token}`))
     }
+  }
+
+  /**
+   * Removes a VM's groups. A QEMU that just ended may still be listed in them until it is reaped
+   * (alive() already says no for a zombie): the removal waits for that, bounded.
+   */
+  private async removeGroups (dirs: string[]): Promise<void> {
+    if (dirs.length === 0) return
+    for (let i = 0; i < GROUP_EMPTY_CHECKS && (await pidsIn(dirs)).length > 0; i++) await sleep(POLL_MAX_MS / 4)
+    const left = await removeDirs(dirs)
+    if (left.length > 0) this.log.warn({ dirs: left }, 'VM cgroups could not be removed')
   }
 
   /** A VM's control socket: in a short directory (unix paths are limited), named by a hash. */
@@ -568,8 +579,7 @@ class VmExecutor implements Executor {
 
   private async removeIncarnation (reg: Registry): Promise<void> {
     const base = this.baseOf(reg)
-    const left = await removeDirs(reg.cgroups)
-    if (left.length > 0) this.log.warn({ dirs: left }, 'VM cgroups could not be removed')
+    await this.removeGroups(reg.cgroups)
     await Promise.all(['.initrd', '.console', '.qemu.log', '.json'].map(async ext => await rm(`${base}${ext}`, { force: true })))
     await rm(reg.socket, { force: true })
     if (reg.pid !== null) {
@@ -620,7 +630,7 @@ function checkSpec (spec: WorkloadSpec): string {
   return name
 }
 
-function exitInfo (status: number | undefined, stop: StopState | undefined): ExitInfo {
+function exitInfo (status: number | undefined, stop: StopState | undefined, panic?: string): ExitInfo {
   const stopped = stop !== undefined
   if (status !== undefined) {
     const signal = status > 128 && status <= 128 + 64 ? signalName(status - 128) : null
@@ -629,6 +639,7 @@ function exitInfo (status: number | undefined, stop: StopState | undefined): Exi
   }
   if (stop?.beforeReady === true) return { exitCode: null, signal: 'SIGKILL', stopped, reason: 'stopped while its VM booted' }
   if (stop?.escalated === true) return { exitCode: null, signal: 'SIGKILL', stopped, reason: `its VM was killed after ${stop.graceMs} ms grace` }
+  if (panic !== undefined) return { exitCode: null, signal: null, stopped, reason: `its guest kernel panicked: ${panic}` }
   return { exitCode: null, signal: null, stopped, reason: 'its VM ended without reporting an exit status' }
 }
 

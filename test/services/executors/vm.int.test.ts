@@ -29,7 +29,9 @@ afterAll(() => { rmSync(stateRoot, { recursive: true, force: true }) })
 
 const make = (nodeId: string): Executor => createVmExecutor({ nodeId, stateDir: join(stateRoot, nodeId), kernel, initrd }, { log: silentLogger() })
 
-const probe = await make('probe').probe()
+const prober = make('probe')
+const probe = await prober.probe()
+await prober.close()
 const why = probe.available ? undefined : `${probe.reason}; run scripts/vm-setup.sh as root and export what it prints`
 if (why !== undefined && process.env.CI !== undefined) throw new Error(`vm executor tests cannot run in CI: ${why}`)
 const skip = why !== undefined ? ` (skipped: ${why})` : ''

@@ -3,7 +3,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { qemuArgs } from '../../../src/services/executors/vm.js'
 import { S_IFLNK, S_IFREG, findInGuest, listInitramfs, writeCpio } from '../../../src/services/executors/vm/cpio.js'
-import { exitStatusOf, jobArchive, parseReply, shq } from '../../../src/services/executors/vm/guest.js'
+import { exitStatusOf, jobArchive, panicOf, parseReply, shq } from '../../../src/services/executors/vm/guest.js'
 import { gzipSync } from 'node:zlib'
 
 const MiB = 2 ** 20
@@ -67,6 +67,8 @@ describe('vm executor: the guest protocol', () => {
     expect(exitStatusOf('DMS-READY\nsome DMS-EXIT 3 in a line\n')).toBeUndefined()
     expect(parseReply(`R 1-2 3 ${Buffer.from('out').toString('base64')} `)).toEqual({ id: '1-2', status: 3, stdout: Buffer.from('out'), stderr: Buffer.alloc(0) })
     expect(parseReply('T')).toBeUndefined()
+    expect(panicOf("[ 0.08] Kernel panic - not syncing: IO-APIC + timer doesn't work!  Boot with apic=debug\r\n[ 0.08] CPU: 0")).toBe("IO-APIC + timer doesn't work!  Boot with apic=debug")
+    expect(panicOf('DMS-READY\nDMS-EXIT 0\n')).toBeUndefined()
   })
 
   it('sizes the machine from the limits: vCPUs rounded up, at least the memory the guest needs', () => {

@@ -50,6 +50,12 @@ export function exitStatusOf (console: string): number | undefined {
 
 export const isReady = (console: string): boolean => console.includes(READY_LINE)
 
+/** The guest kernel's panic message, when the console shows one (the VM then ends with no exit line). */
+export function panicOf (console: string): string | undefined {
+  const m = /Kernel panic - not syncing: ([^\r\n]*)/.exec(console)
+  return m === null ? undefined : m[1].trim().slice(0, 200)
+}
+
 export interface ExecReply { id: string, status: number, stdout: Buffer, stderr: Buffer }
 
 /** One `R …` line of the control channel. */
