@@ -54,7 +54,7 @@ describe('allocation runtime', () => {
   it('refuses bad input at once with typed errors, leaving nothing behind', async () => {
     const rt = node.runtime
     await expect(rt.create('b1', { type: 'task', command: ['true'], colour: 'red' })).rejects.toMatchObject({ name: 'BadRequest', fields: { field: 'spec.colour' } })
-    await expect(rt.create('b2', { type: 'task', executor: 'vm', command: ['true'] })).rejects.toMatchObject({ name: 'BadRequest', fields: { field: 'spec.executor' } })
+    await expect(rt.create('b2', { type: 'task', executor: 'kubernetes', command: ['true'] })).rejects.toMatchObject({ name: 'BadRequest', fields: { field: 'spec.executor' } })
     await expect(rt.create('b3', { type: 'task', executor: 'docker', image: 'busybox' })).rejects.toMatchObject({ name: 'ExecutorUnavailable', fields: { executor: 'docker' } })
     await expect(rt.create('bad id', { type: 'task', command: ['true'] })).rejects.toMatchObject({ name: 'InvalidArgument' })
     expect(rt.list()).toEqual([])
