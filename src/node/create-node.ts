@@ -303,6 +303,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       deployments: () => deployments.list(),
       nodeState: () => machine.nodeState.get().state,
       streams: () => streams.count(),
+      channels: () => channels.list(),
       node: { version: VERSION, startedAt }
     }
 

@@ -37,6 +37,8 @@ export interface MetricsSources {
   nodeState: () => string
   /** Open streams by end (src/stream/). */
   streams?: () => { readers: number, writers: number }
+  /** Channels of this node by role and link state (src/channel/). */
+  channels?: () => Array<{ role: string, state: string }>
   node: { version: string, startedAt: number }
 }
 
@@ -223,6 +225,20 @@ export function createMetrics (init: { behaviors: Iterable<string> }, sources?: 
       if (n === undefined) return
       this.set({ role: 'reader' }, n.readers)
       this.set({ role: 'writer' }, n.writers)
+    }
+  })
+  new Gauge({
+    name: 'dms_channels_open',
+    help: 'Reliable channels of this node, by the end it holds (sender or receiver) and the state of the link to the other node (connected, connecting, disconnected).',
+    labelNames: ['role', 'state'],
+    registers,
+    collect () {
+      const list = src()?.channels?.()
+      if (list === undefined) return
+      this.reset()
+      const counts = new Map<string, number>()
+      for (const c of list) counts.set(`${c.role}\u0000${c.state}`, (counts.get(`${c.role}\u0000${c.state}`) ?? 0) + 1)
+      for (const [k, n] of counts) { const [role, state] = k.split('\u0000'); this.set({ role, state }, n) }
     }
   })
   new Gauge({

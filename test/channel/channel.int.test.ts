@@ -84,6 +84,9 @@ describe('reliable channel', () => {
     expect(rows.find(r => r.name === 'ordered')).toMatchObject({ role: 'sender', peer: b.node.peerId, state: 'connected', status: 'open', nextSeq: 501, acked: 500, outbox: 0 })
     const rrows = (await b.node.invoke<{ channels: Array<Record<string, unknown>> }>(b.node.did, '/dms/node/channels/list', {}, T)).channels
     expect(rrows.find(r => r.name === 'ordered')).toMatchObject({ role: 'receiver', peer: a.node.peerId, checkpoint: 500 })
+    // the open channels as an operator's scrape sees them, on each side
+    expect((await a.node.observe.metrics.scrape()).body).toMatch(/^dms_channels_open\{role="sender",state="connected"\} [1-9]\d*$/m)
+    expect((await b.node.observe.metrics.scrape()).body).toMatch(/^dms_channels_open\{role="receiver",state="connected"\} [1-9]\d*$/m)
   })
 
   it('drops the duplicates a retransmission brings, handling each message once', async () => {
