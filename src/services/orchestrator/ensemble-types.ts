@@ -1,5 +1,4 @@
 import type { HealthCheck, RestartPolicy } from '../allocations/spec.js'
-import type { ExecutorName } from '../executors/types.js'
 import type { GpuRequest } from '../resources/vector.js'
 
 /**
@@ -19,7 +18,7 @@ export type FailureRecovery = 'stay_down' | 'one_for_one' | 'all_for_one' | 'res
 
 export interface EnsembleAllocation {
   name: string
-  executor: ExecutorName
+  executor: 'process' | 'docker'
   type: 'service' | 'task'
   resources: { cpuCores: number, ramBytes: number, diskBytes: number, gpus: GpuRequest[] }
   execution: {
@@ -97,7 +96,7 @@ export interface EnsemblePlan {
     allocations: string[]
     /** Sum over the node's allocations. */
     resources: { cpuCores: number, ramBytes: number, diskBytes: number, gpus: GpuRequest[] }
-    executors: ExecutorName[]
+    executors: Array<'process' | 'docker'>
     ports: EnsemblePort[]
     peer?: string
   }>
