@@ -3,6 +3,7 @@ import { request } from 'node:http'
 import { createInterface } from 'node:readline'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BIN, PASSPHRASE, ROOT, cleanup, startDaemon, type Daemon } from './harness.js'
+import { samples } from '../helpers/prometheus.js'
 
 /**
  * Issue 16 through real daemons: `/metrics` scraped as Prometheus does, the event stream followed
@@ -30,17 +31,6 @@ async function login (d: Daemon): Promise<string> {
   const r = await get(d.info.api, u.pathname + u.search)
   expect(r.status).toBe(303)
   return (r.setCookie ?? '').split(';')[0]
-}
-
-/** Samples of the text format: `name{labels} value` → value, keyed by `name{labels}` as written. */
-function samples (text: string): Map<string, number> {
-  const m = new Map<string, number>()
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const i = line.lastIndexOf(' ')
-    m.set(line.slice(0, i), Number(line.slice(i + 1)))
-  }
-  return m
 }
 
 /** Every line a comment, or `name{label="value",...} number` (what a Prometheus parser accepts). */

@@ -3,17 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createNode, type Node } from '../../src/index.js'
-
-/** Samples of the text format: `name{labels} value` → value. */
-function samples (text: string): Map<string, number> {
-  const m = new Map<string, number>()
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const i = line.lastIndexOf(' ')
-    m.set(line.slice(0, i), Number(line.slice(i + 1)))
-  }
-  return m
-}
+import { samples } from '../helpers/prometheus.js'
 
 /**
  * Two nodes in one process (a library user, the tests): each counts its own traffic in its own

@@ -232,15 +232,16 @@ export class Orchestration {
     }
     this.bidSinks.add(add)
     try {
+      // Answers arrive through `add` (gossip bids through acceptBids); none is awaited here: the
+      // window or a complete placement ends the collection. A failed ask is explained later.
       const req = this.request(nodes)
-      const asking: Array<Promise<unknown>> = []
       if (nodes.some(n => n.peer === undefined)) {
-        asking.push(this.c.publish(req).catch((err: unknown) => { this.c.log.debug({ err }, 'bid request not published (no peers yet?)') }))
-        asking.push(this.c.askSelf(req).then(r => { r.bids.forEach(add) }, () => {}))
+        this.c.publish(req).catch((err: unknown) => { this.c.log.debug({ err }, 'bid request not published (no peers yet?)') })
+        this.c.askSelf(req).then(r => { r.bids.forEach(add) }, () => {})
       }
       for (const [node, peer] of pinned) {
         const one = { ...req, nodes: req.nodes.filter(n => n.name === node) }
-        asking.push(this.askDirect(peer, one).then(r => { r.bids.filter(b => verifyBid(b)).forEach(add) }, () => {}))
+        this.askDirect(peer, one).then(r => { r.bids.filter(b => verifyBid(b)).forEach(add) }, () => {})
       }
       const window = Math.max(0, Math.min(this.record.bidWindowMs, this.left()))
       let timer: NodeJS.Timeout | undefined
