@@ -237,7 +237,7 @@ class Deployments implements DeploymentService {
   }
 
   list (): DeploymentView[] {
-    return [...this.records.values()].sort((a, b) => a.createdAt - b.createdAt).map(r => this.view(r))
+    return [...this.records.values()].sort((a, b) => a.createdAt - b.createdAt).map(r => this.view(r, false))
   }
 
   async status (id: string, opts: { after?: number, signal?: AbortSignal } = {}): Promise<DeploymentView> {
@@ -406,7 +406,8 @@ class Deployments implements DeploymentService {
     }
   }
 
-  private view (r: DeploymentRecord): DeploymentView {
+  /** The deployment as shown; the list leaves out the pushed reports (up to MAX_REPORTS_KEPT per allocation: the status of one shows them). */
+  private view (r: DeploymentRecord, reports = true): DeploymentView {
     const v: DeploymentView = {
       ensembleId: r.ensembleId,
       status: r.status,
@@ -417,7 +418,7 @@ class Deployments implements DeploymentService {
       transitions: r.transitions.map(t => ({ at: iso(t.at), status: t.status, reason: t.reason })),
       transitionCount: r.transitionCount,
       allocations: Object.fromEntries(Object.entries(r.allocations).map(([a, p]) => [a, {
-        node: p.node, peer: p.peer, id: p.id, status: p.status, restarts: p.restarts, ports: p.ports, reports: p.reports.map(x => ({ ...x, at: iso(x.at) }))
+        node: p.node, peer: p.peer, id: p.id, status: p.status, restarts: p.restarts, ports: p.ports, ...(reports ? { reports: p.reports.map(x => ({ ...x, at: iso(x.at) })) } : {})
       }]))
     }
     const actor = this.live.get(r.ensembleId)?.actor
