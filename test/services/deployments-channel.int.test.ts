@@ -66,7 +66,7 @@ describe('deployment status over a channel', () => {
     const grant = await issueToken(ids[0], { audience: ids[2].did, caps: STATUS_CHANNEL_CAPS, node: ids[0].did, exp: Math.floor(Date.now() / 1000) + 3600 })
     await addAnchor(join(dir, 'n2'), 'dms', 'provide', grant)
     for (let i = 0; i < 3; i++) nodes.push(await start(i))
-    await nodes[1].invoke(nodes[1].did, '/dms/node/onboarding/onboard', { cpuCores: 0.5, ramBytes: 256 * 2 ** 20, diskBytes: 64 * 2 ** 20, gpus: [] }, T)
+    for (const n of nodes.slice(0, 2)) await n.invoke(n.did, '/dms/node/onboarding/onboard', { cpuCores: 0.5, ramBytes: 256 * 2 ** 20, diskBytes: 64 * 2 ** 20, gpus: [] }, T)
   })
   afterAll(async () => {
     for (const n of nodes) {
@@ -122,6 +122,22 @@ describe('deployment status over a channel', () => {
     let left = await statusChannels(a)
     for (let i = 0; i < 100 && left.length > baseline.a.length; i++) { await new Promise(resolve => setTimeout(resolve, 50)); left = await statusChannels(a) }
     expect(left).toEqual(baseline.a)
+  })
+
+  it('an allocation on the orchestrator\'s own node reports on the channel too, and it goes at shutdown', async () => {
+    const a = nodes[0]
+    const baseline = await statusChannels(a)
+    const { ensembleId: id } = await a.invoke<{ ensembleId: string }>(a.did, '/dms/node/deployment/new', { ensemble: ensemble(a.peerId), bidWindowMs: 300 }, T)
+    const running = await untilDeployment(a, id, v => v.status === 'Running' || v.status === 'Failed')
+    expect(running.status, running.reason).toBe('Running')
+    const mine = (await drained(a)).filter(c => c.role === 'sender')
+    expect(mine).toEqual([expect.objectContaining({ peer: a.peerId, status: 'open', outbox: 0 })])
+    const reports = (await a.invoke<DeploymentView>(a.did, '/dms/node/deployment/status', { id }, T)).allocations.x.reports ?? []
+    expect(reports.map(r => [r.n, r.status])).toEqual([[1, 'pending'], [2, 'starting'], [3, 'running']])
+    expect((await a.invoke<DeploymentView>(a.did, '/dms/node/deployment/shutdown', { id }, T)).status).toBe('Completed')
+    let left = await statusChannels(a)
+    for (let i = 0; i < 100 && left.length > baseline.length; i++) { await new Promise(resolve => setTimeout(resolve, 50)); left = await statusChannels(a) }
+    expect(left).toEqual(baseline)
   })
 
   it('refuses a report from a provider the allocation is not placed on, and goes on', async () => {
