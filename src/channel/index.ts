@@ -106,6 +106,19 @@ export interface ChannelInfo {
 export interface ChannelService {
   /** Opens (or returns the open) channel from `opts.from` (default the node) to `dest` named `name`. */
   open: (dest: Destination, name: string, opts?: ChannelOptions) => Channel
+  /**
+   * Ends the channel from `opts.from` (default the node) to `dest` named `name` for good: closes
+   * it and deletes its outbox (unacknowledged messages included), its record and its refused
+   * messages, and it is no longer listed. For a user whose conversation is over (a deployment
+   * that ended); opening it again starts from sequence 1.
+   */
+  discard: (dest: Destination, name: string, opts?: { from?: Actor }) => Promise<void>
+  /**
+   * The receiving side's counterpart: forgets the channels named `name` from the sending actor
+   * `from` (a DID): their checkpoints and refusals are deleted and they are no longer listed.
+   * Should that sender send again, its messages are handled again.
+   */
+  forget: (from: string, name: string) => Promise<void>
   /** Registers the handler of channel `name` on this node: called once per message, in order. */
   receive: (name: string, handler: ChannelHandler, opts?: ReceiveOptions) => void
   /** The JSON sublevel a receiver's handler state lives in (the `store` its context gives). */
@@ -239,6 +252,30 @@ export function createChannelService (init: ChannelServiceInit, c: ChannelServic
         get status () { return sender.status },
         close: () => { sender.close() }
       }
+    },
+    async discard (dest, name, opts = {}) {
+      const from = opts.from ?? c.root()
+      const key = `${from.handle.id} ${c.resolve(dest).id} ${name}`
+      const s = senders.get(key)
+      if (s !== undefined) {
+        s.close()
+        senders.delete(key)
+        await s.settled()
+      }
+      await outbox.clear({ gt: `${key}!`, lt: `${key}!~` })
+      await failed.clear({ gt: `${key}!`, lt: `${key}!~` })
+      await meta.del(key)
+    },
+    async forget (from, name) {
+      for (const [key, r] of [...receivers]) {
+        const [f, , n] = key.split(' ')
+        if (f !== from || n !== name) continue
+        r.stop()
+        receivers.delete(key)
+        await checkpoints.del(key)
+      }
+      // a receiver not made since the node started has its checkpoint on disk only (receivers are the root)
+      await checkpoints.del(`${from} ${c.root().handle.id} ${name}`)
     },
     receive (name, handler, opts = {}) {
       if (!ChannelName.safeParse(name).success) throw new InvalidArgument(`not a channel name: ${name}`)

@@ -84,6 +84,9 @@ export class ChannelSender {
   private lastProgress = Date.now()
   private readonly ackWaiters: Array<{ seq: number, resolve: () => void, reject: (e: Error) => void }> = []
   private readonly ready: Promise<void>
+  /** The outbox writes under way (new messages, acks): `settled` waits for them. */
+  private writes: Promise<unknown> = Promise.resolve()
+  private ackWrites: Promise<unknown> = Promise.resolve()
 
   constructor (private readonly p: SenderParts) {
     this.rto = p.opts.rtoMs
@@ -158,7 +161,7 @@ export class ChannelSender {
       ...puts.map(w => ({ type: 'put' as const, sublevel: this.p.outbox, key: seqKey(this.p.key, w.seq), value: w.msg })),
       { type: 'put', sublevel: this.p.meta, key: this.p.key, value: meta }
     ]
-    this.p.db.batch(ops, { sync: this.p.opts.sync }).then(() => {
+    this.writes = this.p.db.batch(ops, { sync: this.p.opts.sync }).then(() => {
       this.writing = false
       this.durable = puts[puts.length - 1].seq
       // the common case: the new messages follow the window and fit it — no read back from disk
@@ -194,7 +197,7 @@ export class ChannelSender {
     const ops: Op[] = [...this.toDelete.map(s => ({ type: 'del' as const, sublevel: this.p.outbox, key: seqKey(this.p.key, s) })), ...this.failedOps]
     this.toDelete = []
     this.failedOps = []
-    this.p.db.batch(ops, { sync: false }).then(() => {
+    this.ackWrites = this.p.db.batch(ops, { sync: false }).then(() => {
       this.ackWriting = false
       this.writeAcks()
     }, (err: unknown) => {
@@ -364,6 +367,14 @@ export class ChannelSender {
       this.armRto()
     }, this.rto)
     this.rtoTimer.unref()
+  }
+
+  /**
+   * Resolves once no outbox write is under way (after `close` none starts but those already
+   * queued): what `discard` waits for before it deletes the channel's records.
+   */
+  async settled (): Promise<void> {
+    for (let i = 0; i < 1_000 && (this.writing || this.ackWriting); i++) await Promise.allSettled([this.writes, this.ackWrites])
   }
 
   /** Stops the channel here; its outbox stays on disk and resumes when it is opened again. */

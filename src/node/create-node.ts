@@ -191,7 +191,8 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       ports,
       runtime,
       allocationBehaviors: allocationBehaviors as unknown as readonly AnyBehavior[],
-      streams: () => streams
+      streams: () => streams,
+      channels: () => channels
     })
     const deployments: DeploymentService = createDeploymentService({
       db,
@@ -211,6 +212,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       releaseCommit: async (ensembleId, owner) => { await provider.revert(owner, ensembleId) },
       orchestratorBehaviors: orchestratorBehaviors as unknown as readonly AnyBehavior[],
       wantedCheckMs: config.wantedCheckMs,
+      channels: () => channels,
       onChange: (() => {
         const seen = new Map<string, number>()
         return (r) => {

@@ -45,3 +45,18 @@ export const WANTED_CHECK_MS = 60_000
  * shutdown removes them at once.
  */
 export const TASK_OUTPUT_KEEP_MS = 5 * 60_000
+/**
+ * Lifetime of the grant an orchestrator's node gives a provider for the status channel. It admits
+ * only the channel's two messages, on this node, and the handler takes from a provider only the
+ * reports of allocations placed on it; when it lapses the provider's pushes are refused and the
+ * orchestrator's poll (every SUPERVISE_INTERVAL_MS) is what remains.
+ */
+export const STATUS_GRANT_MS = 30 * 24 * 3600_000
+/** Pushed transitions kept per allocation in the deployment record (the view shows them). */
+export const MAX_REPORTS_KEPT = 50
+/**
+ * A status report for a deployment that ended arrives after its receivers were forgotten (a
+ * deliver in flight while the provider reverted): the receiver it made again is forgotten this
+ * long after, once its commit is over.
+ */
+export const LATE_REPORT_FORGET_MS = 2_000

@@ -10,11 +10,14 @@ import { InvalidState, NotFound, NotRunning, isDmsError } from '../../lib/errors
 import type { Logger } from '../../lib/log.js'
 import type { ProofSource } from '../../security/authorizer.js'
 import type { Db } from '../../store/db.js'
+import type { ChannelService, ReceiveContext } from '../../channel/index.js'
+import { issueToken } from '../../security/ucan.js'
+import { STATUS_CHANNEL, STATUS_CHANNEL_CAPS, StatusReport } from '../provider/index.js'
 import { jsonSublevel, type JsonSublevel } from '../store.js'
 import { evaluateBidRequest, type BidderComponents } from './bidder.js'
 import {
-  DEFAULT_BID_WINDOW_MS, DEFAULT_DEPLOY_TIMEOUT_MS, DEPLOYMENTS_SUBLEVEL, DEPLOYMENT_TOPIC, MAX_DEPLOYMENT_TRANSITIONS,
-  ORCHESTRATOR_DELEGATION_MS, ORCHESTRATOR_INBOX_PREFIX, TASK_OUTPUT_KEEP_MS, WANTED_ASK_BOUND_MS, WANTED_CHECK_MS
+  DEFAULT_BID_WINDOW_MS, DEFAULT_DEPLOY_TIMEOUT_MS, DEPLOYMENTS_SUBLEVEL, DEPLOYMENT_TOPIC, LATE_REPORT_FORGET_MS, MAX_DEPLOYMENT_TRANSITIONS,
+  ORCHESTRATOR_DELEGATION_MS, ORCHESTRATOR_INBOX_PREFIX, STATUS_GRANT_MS, TASK_OUTPUT_KEEP_MS, WANTED_ASK_BOUND_MS, WANTED_CHECK_MS
 } from './constants.js'
 import type { Ensemble } from './ensemble-types.js'
 import { parseEnsemble } from './ensemble.js'
@@ -92,6 +95,8 @@ export interface DeploymentComponents extends BidderComponents {
   orchestratorBehaviors: readonly AnyBehavior[]
   /** How often remote commits are checked (`wanted`) while the node runs (default WANTED_CHECK_MS). */
   wantedCheckMs?: number
+  /** The node's channels: allocations push their status to this node on one (absent: the orchestrator only polls). */
+  channels?: () => ChannelService
   /** Called after every persisted change of a deployment (events); must not throw. */
   onChange?: (record: { ensembleId: string, status: string, reason: string, transitionCount: number }) => void
 }
@@ -113,6 +118,8 @@ class Deployments implements DeploymentService {
   private timer: NodeJS.Timeout | undefined
   /** Ensembles whose orchestrator is being asked `wanted` now (one question at a time each). */
   private readonly asking = new Set<string>()
+  /** The status channel's handler is registered (once per node: a service restarted in-process keeps it). */
+  private receiving = false
 
   constructor (private readonly c: DeploymentComponents) {
     this.sub = jsonSublevel(c.db, DEPLOYMENTS_SUBLEVEL)
@@ -129,6 +136,11 @@ class Deployments implements DeploymentService {
     for (const r of this.records.values()) {
       if (isFinal(r.status)) continue
       await this.resume(r).catch((err: unknown) => { this.c.log.error({ err, ensembleId: r.ensembleId }, 'could not resume a deployment') })
+    }
+    // after the orchestrations are back: until then a report is answered NotFound and sent again
+    if (this.c.channels !== undefined && !this.receiving) {
+      this.receiving = true
+      this.c.channels().receive(STATUS_CHANNEL, async (msg, ctx) => { await this.onStatus(msg as StatusReport, ctx) }, { schema: StatusReport })
     }
     // As a provider: commits of ensembles deployed from elsewhere may no longer be wanted. After
     // a restart each is asked until answered (bounded); then every one, now and then, once: a
@@ -209,7 +221,15 @@ class Deployments implements DeploymentService {
       selfPeer: this.c.identity.peerId,
       log: this.c.log,
       clock: this.clock,
-      ended: () => { void this.retire(record.ensembleId) }
+      ended: () => { void this.retire(record.ensembleId) },
+      ...(this.c.channels !== undefined
+        ? {
+            statusGrant: async (did: string) => await issueToken(this.c.identity, {
+              audience: did, caps: STATUS_CHANNEL_CAPS, node: this.c.identity.did, depth: 1, exp: Math.floor((this.clock() + STATUS_GRANT_MS) / 1000)
+            }),
+            forgetStatus: (did: string) => { this.forgetStatus(did) }
+          }
+        : {})
     })
     this.live.set(record.ensembleId, { orchestration, actor, ensemble })
     orchestration.start()
@@ -217,7 +237,7 @@ class Deployments implements DeploymentService {
   }
 
   list (): DeploymentView[] {
-    return [...this.records.values()].sort((a, b) => a.createdAt - b.createdAt).map(r => this.view(r))
+    return [...this.records.values()].sort((a, b) => a.createdAt - b.createdAt).map(r => this.view(r, false))
   }
 
   async status (id: string, opts: { after?: number, signal?: AbortSignal } = {}): Promise<DeploymentView> {
@@ -277,6 +297,30 @@ class Deployments implements DeploymentService {
     if (l === undefined && isFinal(r.status)) throw new InvalidState(`deployment ${id} is ${r.status} and its allocations were released: their output is gone (it is kept ${TASK_OUTPUT_KEEP_MS / 60_000} min after the tasks of a deployment complete)`, { ensembleId: id })
     if (a.handle === undefined || l === undefined) throw new InvalidState(`allocation ${allocation} of ${id} is ${a.status}: it has no workload to read`)
     return { actor: l.actor, handle: a.handle as Handle }
+  }
+
+  /**
+   * A status report on STATUS_CHANNEL: to the orchestration it is about. A report of a deployment
+   * that ended is acknowledged and dropped (nothing is driven by it any more); one of a deployment
+   * this node never had is refused (`NotFound`), as one from a provider it is not placed on
+   * (`Unauthorized`, by the orchestration).
+   */
+  private async onStatus (msg: StatusReport, ctx: ReceiveContext): Promise<void> {
+    const r = this.records.get(msg.ensembleId)
+    if (r === undefined) throw new NotFound(`no deployment ${msg.ensembleId} on this node`, { ensembleId: msg.ensembleId })
+    const l = this.live.get(msg.ensembleId)
+    if (l === undefined) {
+      this.c.log.debug({ ensembleId: msg.ensembleId, allocation: msg.name, n: msg.n }, 'a status report of a deployment no longer orchestrated here: dropped')
+      // its receiver was forgotten as the deployment ended, and this report made it again
+      setTimeout(() => { this.forgetStatus(ctx.from.id) }, LATE_REPORT_FORGET_MS).unref()
+      return
+    }
+    await l.orchestration.onStatus(ctx.from, msg)
+  }
+
+  /** The status channel from allocation actor `did` is over: its receiver and checkpoint go. */
+  private forgetStatus (did: string): void {
+    this.c.channels?.().forget(did, STATUS_CHANNEL).catch((err: unknown) => { this.c.log.debug({ err, did }, 'could not forget a status channel') })
   }
 
   // ---- provider side ----
@@ -352,6 +396,7 @@ class Deployments implements DeploymentService {
     const l = this.live.get(id)
     if (l === undefined) return
     this.live.delete(id)
+    for (const a of Object.values(this.records.get(id)?.allocations ?? {})) if (a.handle !== undefined) this.forgetStatus(a.handle.id)
     try {
       await l.orchestration.stop()
       await l.actor.stop('refuse')
@@ -361,7 +406,8 @@ class Deployments implements DeploymentService {
     }
   }
 
-  private view (r: DeploymentRecord): DeploymentView {
+  /** The deployment as shown; the list leaves out the pushed reports (up to MAX_REPORTS_KEPT per allocation: the status of one shows them). */
+  private view (r: DeploymentRecord, reports = true): DeploymentView {
     const v: DeploymentView = {
       ensembleId: r.ensembleId,
       status: r.status,
@@ -371,7 +417,9 @@ class Deployments implements DeploymentService {
       deadline: iso(r.deadline),
       transitions: r.transitions.map(t => ({ at: iso(t.at), status: t.status, reason: t.reason })),
       transitionCount: r.transitionCount,
-      allocations: Object.fromEntries(Object.entries(r.allocations).map(([a, p]) => [a, { node: p.node, peer: p.peer, id: p.id, status: p.status, restarts: p.restarts, ports: p.ports }]))
+      allocations: Object.fromEntries(Object.entries(r.allocations).map(([a, p]) => [a, {
+        node: p.node, peer: p.peer, id: p.id, status: p.status, restarts: p.restarts, ports: p.ports, ...(reports ? { reports: p.reports.map(x => ({ ...x, at: iso(x.at) })) } : {})
+      }]))
     }
     const actor = this.live.get(r.ensembleId)?.actor
     if (actor !== undefined) v.orchestrator = actor.handle

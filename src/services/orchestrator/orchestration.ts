@@ -1,12 +1,12 @@
 import type { Actor } from '../../actor/actor.js'
 import type { Handle } from '../../actor/types.js'
 import { peerIdFromDid } from '../../identity/did.js'
-import { InvalidState, isDmsError } from '../../lib/errors.js'
+import { InvalidState, Unauthorized, isDmsError } from '../../lib/errors.js'
 import type { Logger } from '../../lib/log.js'
-import type { AllocationView } from '../provider/index.js'
+import type { AllocationView, StatusReport } from '../provider/index.js'
 import { verifyBid } from './bidder.js'
 import {
-  COMMIT_TTL_MS, MAX_EXPLAIN_CANDIDATES, MIN_CALL_MS, PROVIDER_CALL_MS, PROVIDER_LOST_MS, REVERT_CALL_MS, REVERT_TRIES, START_POLL_MS, SUPERVISE_INTERVAL_MS, TASK_OUTPUT_KEEP_MS
+  COMMIT_TTL_MS, MAX_EXPLAIN_CANDIDATES, MAX_REPORTS_KEPT, MIN_CALL_MS, PROVIDER_CALL_MS, PROVIDER_LOST_MS, REVERT_CALL_MS, REVERT_TRIES, START_POLL_MS, SUPERVISE_INTERVAL_MS, TASK_OUTPUT_KEEP_MS
 } from './constants.js'
 import type { Ensemble, EnsembleAllocation, EnsembleNode } from './ensemble-types.js'
 import { planEnsemble } from './ensemble.js'
@@ -32,6 +32,10 @@ export interface OrchestrationContext {
   clock: () => number
   /** The orchestration is over (its record final, everything released or kept no longer). */
   ended: () => void
+  /** A grant of the status channel for the provider node `did` (sent with the commit); absent: none is given, the orchestrator polls only. */
+  statusGrant?: (did: string) => Promise<string>
+  /** Forgets the status channel from allocation actor `did` (it was reverted or re-placed). */
+  forgetStatus?: (did: string) => void
 }
 
 /** Why a deployment attempt stopped; `retry` goes back to bidding (with `exclude` left out). */
@@ -58,6 +62,8 @@ export class Orchestration {
   /** Completed by its tasks, its allocations kept (their output readable) until TASK_OUTPUT_KEEP_MS or a shutdown. */
   private keeping = false
   private finished = false
+  /** Woken by a pushed status report: supervision and starts act on it at once rather than at their next poll. */
+  private readonly wakers = new Set<() => void>()
 
   constructor (private readonly c: OrchestrationContext) {}
 
@@ -80,6 +86,31 @@ export class Orchestration {
   wanted (peer: string): boolean {
     const live = this.keeping || (!isFinal(this.record.status) && this.record.status !== 'ShuttingDown')
     return live && Object.values(this.record.placement).some(p => p.peer === peer)
+  }
+
+  /**
+   * A status transition pushed by an allocation's actor on the status channel (specs/deployments.md,
+   * "Status over a channel"). Only the provider the allocation is placed on may report on it;
+   * each transition number is applied once (a report sent again after a crash changes nothing),
+   * and one older than what a poll already showed is kept in the history without changing the status.
+   */
+  async onStatus (from: { id: string, addr: { peer: string } }, msg: StatusReport): Promise<void> {
+    const a = this.record.allocations[msg.name]
+    if (a === undefined || a.peer !== from.addr.peer) {
+      throw new Unauthorized(`allocation ${msg.name} of ${this.record.ensembleId} is not placed on peer ${from.addr.peer}`, { reason: 'not-placed-here', allocation: msg.name })
+    }
+    // a report of an allocation that was reverted or re-placed since (same id, earlier actor): history
+    if (a.id !== msg.id || (a.handle !== undefined && a.handle.id !== from.id)) {
+      this.c.log.debug({ ensembleId: this.record.ensembleId, allocation: msg.name, from: from.id }, 'a status report of an earlier placement: ignored')
+      return
+    }
+    const last = a.reports.length > 0 ? a.reports[a.reports.length - 1].n : 0
+    if (msg.n <= last) return
+    a.reports = [...a.reports, { n: msg.n, status: msg.status, reason: msg.reason, at: msg.at }].slice(-MAX_REPORTS_KEPT)
+    if (msg.n > a.seen) Object.assign(a, { status: msg.status, reason: msg.reason, seen: msg.n })
+    this.lastSeen.set(from.addr.peer, this.c.clock())
+    await this.save()
+    for (const w of [...this.wakers]) w()
   }
 
   /** Runs (or resumes) the deployment in the background. */
@@ -193,7 +224,9 @@ export class Orchestration {
     for (const n of nodes) {
       this.record.placement[n.name] = match[n.name]
       for (const a of n.allocations) {
-        this.record.allocations[a] = { name: a, node: n.name, peer: match[n.name].peer, status: 'placed', ports: [], restarts: this.record.allocations[a]?.restarts ?? 0 }
+        const before = this.record.allocations[a]?.handle
+        if (before !== undefined) this.c.forgetStatus?.(before.id)
+        this.record.allocations[a] = { name: a, node: n.name, peer: match[n.name].peer, status: 'placed', ports: [], restarts: this.record.allocations[a]?.restarts ?? 0, seen: 0, reports: [] }
       }
     }
     await this.save()
@@ -341,8 +374,9 @@ export class Orchestration {
         ports: e.nodes[n].ports.filter(p => p.allocation === a).map(p => p.public === undefined ? { private: p.private, protocol: p.protocol } : { private: p.private, public: p.public, protocol: p.protocol })
       })))
       try {
+        const grant = await this.c.statusGrant?.(this.record.placement[nodes[0]].did)
         const reply = await this.call<{ allocations: Array<{ name: string, id: string, ports: PlacedPorts }> }>(peer, '/dms/deployment/commit', {
-          ensembleId: this.record.ensembleId, ttlMs: COMMIT_TTL_MS, orchestrator: this.handle, allocations
+          ensembleId: this.record.ensembleId, ttlMs: COMMIT_TTL_MS, orchestrator: this.handle, allocations, ...(grant !== undefined ? { statusGrant: grant } : {})
         })
         for (const a of reply.allocations) Object.assign(this.record.allocations[a.name], { id: a.id, ports: a.ports, status: 'committed' })
       } catch (err) {
@@ -358,7 +392,8 @@ export class Orchestration {
       const allocations = ns.flatMap(n => e.nodes[n].allocations.map(a => ({ name: a, spec: specOf(e.allocations[a]) })))
       try {
         const reply = await this.call<{ allocations: Array<{ name: string, id: string, handle: Handle }> }>(peer, '/dms/deployment/allocate', { ensembleId: this.record.ensembleId, allocations })
-        for (const a of reply.allocations) Object.assign(this.record.allocations[a.name], { handle: a.handle, status: 'pending' })
+        // its first transitions may have been pushed already (pending at allocate): never go back on them
+        for (const a of reply.allocations) Object.assign(this.record.allocations[a.name], this.record.allocations[a.name].seen > 0 ? { handle: a.handle } : { handle: a.handle, status: 'pending' })
       } catch (err) {
         // A spec the provider refuses would be refused anywhere: no retry for a BadRequest.
         throw new AttemptFailed(`allocate on ${short(peer)} failed: ${errorText(err)}`, !isDmsError(err, 'BadRequest'), peer)
@@ -390,7 +425,7 @@ export class Orchestration {
     if (view.status === 'pending') view = await this.call<AllocationView>(handle, '/dms/allocation/start', {})
     const wantsHealth = this.c.ensemble.allocations[name].healthcheck !== undefined
     for (;;) {
-      placed.status = view.status
+      this.observe(name, view)
       if (view.status === 'completed') break
       if (view.status === 'running' && (!wantsHealth || view.health?.status === 'healthy')) break
       if (view.status === 'failed' || view.status === 'stopped') {
@@ -399,7 +434,8 @@ export class Orchestration {
       const late = (): DeadlineError => new DeadlineError(`deadline passed while ${name} was ${view.status}${wantsHealth ? ` (health ${view.health?.status ?? 'unknown'})` : ''}`)
       if (this.left() <= 0) throw late()
       if (this.aborted) return
-      await delay(START_POLL_MS, this.abort.signal)
+      // a pushed transition wakes it at once; the poll stays (health is polled, and pushes may be off)
+      await this.nap(START_POLL_MS)
       if (this.left() <= 0) throw late()
       view = await this.call<AllocationView>(handle, '/dms/allocation/status', {})
     }
@@ -411,29 +447,28 @@ export class Orchestration {
   private async supervise (): Promise<void> {
     const now = this.c.clock()
     for (const p of Object.values(this.record.placement)) this.lastSeen.set(p.peer, now)
+    let nextPoll = now + SUPERVISE_INTERVAL_MS
     while (!this.aborted && this.record.status === 'Running') {
-      await delay(SUPERVISE_INTERVAL_MS, this.abort.signal)
+      // pushed transitions wake it at once; the poll is the liveness signal and the fallback
+      await this.nap(Math.max(0, nextPoll - this.c.clock()))
       if (this.aborted) return
       const views = new Map<string, Observed | undefined>()
-      await Promise.all(Object.values(this.record.allocations).map(async a => {
-        try {
-          const v = await this.c.actor.invoke<AllocationView>(a.handle as Handle, '/dms/allocation/status', {}, { timeout: Math.min(PROVIDER_CALL_MS, PROVIDER_LOST_MS) })
-          views.set(a.name, v)
-          this.lastSeen.set(a.peer as string, this.c.clock())
-        } catch (err) {
-          views.set(a.name, undefined)
-          // a provider that answers with an error is alive; one that no longer knows the
-          // allocation's actor lost it (reverted by itself, its record gone): it is down
-          if (isDmsError(err) && !isDmsError(err, 'Timeout') && !isDmsError(err, 'Unreachable') && !isDmsError(err, 'NotRunning')) this.lastSeen.set(a.peer as string, this.c.clock())
-          if (isDmsError(err, 'UnknownBehavior') || isDmsError(err, 'NotFound')) views.set(a.name, gone(errorText(err)))
+      if (this.c.clock() >= nextPoll) {
+        nextPoll = this.c.clock() + SUPERVISE_INTERVAL_MS
+        const polled = await this.poll()
+        if (this.aborted) return
+        let changed = false
+        for (const [name, v] of polled) {
+          if (v === undefined) continue
+          if ('gone' in v) { views.set(name, v); continue }
+          changed = this.observe(name, v) || changed
         }
-      }))
-      if (this.aborted) return
-      let changed = false
-      for (const [name, v] of views) {
-        if (v !== undefined && this.record.allocations[name].status !== v.status) { this.record.allocations[name].status = v.status; changed = true }
+        if (changed) await this.save()
       }
-      if (changed) await this.save()
+      // what it is known to be (pushed or polled, whichever is newer), unless its provider lost it
+      for (const a of Object.values(this.record.allocations)) {
+        if (!views.has(a.name) && isAllocationStatus(a.status)) views.set(a.name, { status: a.status, reason: a.reason ?? '' })
+      }
       // lost providers: everything they ran is placed elsewhere
       const lost = [...new Set(Object.values(this.record.placement).map(p => p.peer))].filter(p => this.c.clock() - (this.lastSeen.get(p) ?? 0) > PROVIDER_LOST_MS)
       if (lost.length > 0) {
@@ -470,6 +505,46 @@ export class Orchestration {
         return
       }
     }
+  }
+
+  /** Every allocation's status asked of its actor (the liveness of providers: `lastSeen`). */
+  private async poll (): Promise<Map<string, AllocationView | Gone | undefined>> {
+    const views = new Map<string, AllocationView | Gone | undefined>()
+    await Promise.all(Object.values(this.record.allocations).map(async a => {
+      try {
+        const v = await this.c.actor.invoke<AllocationView>(a.handle as Handle, '/dms/allocation/status', {}, { timeout: Math.min(PROVIDER_CALL_MS, PROVIDER_LOST_MS) })
+        views.set(a.name, v)
+        this.lastSeen.set(a.peer as string, this.c.clock())
+      } catch (err) {
+        views.set(a.name, undefined)
+        // a provider that answers with an error is alive; one that no longer knows the
+        // allocation's actor lost it (reverted by itself, its record gone): it is down
+        if (isDmsError(err) && !isDmsError(err, 'Timeout') && !isDmsError(err, 'Unreachable') && !isDmsError(err, 'NotRunning')) this.lastSeen.set(a.peer as string, this.c.clock())
+        if (isDmsError(err, 'UnknownBehavior') || isDmsError(err, 'NotFound')) views.set(a.name, gone(errorText(err)))
+      }
+    }))
+    return views
+  }
+
+  /** A polled view of allocation `name`, taken unless a newer transition was seen (pushed); whether the record changed. */
+  private observe (name: string, v: AllocationView): boolean {
+    const a = this.record.allocations[name]
+    const n = v.transitionCount
+    if (n !== undefined && n <= a.seen) return false
+    const changed = a.status !== v.status
+    Object.assign(a, { status: v.status, reason: v.reason, seen: n ?? a.seen })
+    return changed
+  }
+
+  /** Waits `ms`, or less: until a status is pushed or the orchestration is stopped. */
+  private async nap (ms: number): Promise<void> {
+    if (this.aborted) return
+    await new Promise<void>(resolve => {
+      const done = (): void => { clearTimeout(t); this.wakers.delete(done); this.abort.signal.removeEventListener('abort', done); resolve() }
+      const t = setTimeout(done, ms)
+      this.wakers.add(done)
+      this.abort.signal.addEventListener('abort', done, { once: true })
+    })
   }
 
   /** The supervisor strategy for failed allocations `down`. */
@@ -612,6 +687,7 @@ export class Orchestration {
 interface Answer { peer: string, reply?: DirectReply, error?: string }
 /** What supervision learns of an allocation each round. */
 type Observed = Pick<AllocationView, 'status' | 'reason'>
+type Gone = Observed & { gone: true }
 type PlacedPorts = Array<{ private: number, public: number, protocol: 'tcp' | 'udp' }>
 
 /** No provider for some node: the message says why, per node and per provider. */
@@ -621,8 +697,12 @@ class Aborted extends Error {}
 class DeadlineError extends Error {}
 
 /** What supervision makes of an allocation its provider no longer knows: failed, with why. */
-function gone (why: string): Observed {
-  return { status: 'failed', reason: `its provider no longer has it (${why})` }
+function gone (why: string): Gone {
+  return { status: 'failed', reason: `its provider no longer has it (${why})`, gone: true }
+}
+
+function isAllocationStatus (s: string): s is AllocationView['status'] {
+  return ['pending', 'starting', 'running', 'completed', 'failed', 'stopped'].includes(s)
 }
 
 /** An allocation spec (specs/allocations.md) from an ensemble's allocation. */

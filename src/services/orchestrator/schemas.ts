@@ -65,7 +65,13 @@ export const PlacedAllocation = z.object({
   status: z.string(),
   ports: z.array(z.object({ private: z.number(), public: z.number(), protocol: z.enum(['tcp', 'udp']) })).default([]),
   /** Restarts and re-placements made by the orchestrator. */
-  restarts: z.number().int().nonnegative().default(0)
+  restarts: z.number().int().nonnegative().default(0),
+  /** Why it is in `status`, as its provider said. */
+  reason: z.string().optional(),
+  /** The provider's transition number that `status` reflects (pushed or polled): an older one changes nothing. */
+  seen: z.number().int().nonnegative().default(0),
+  /** Transitions pushed on the status channel (specs/deployments.md), the latest MAX_REPORTS_KEPT, each applied once, in order. */
+  reports: z.array(z.object({ n: z.number().int(), status: z.string(), reason: z.string(), at: z.number() })).default([])
 })
 export type PlacedAllocation = z.infer<typeof PlacedAllocation>
 
@@ -105,6 +111,15 @@ export const DeploymentView = z.object({
   deadline: z.string(),
   transitions: z.array(z.object({ at: z.string(), status: z.enum(STATUSES), reason: z.string() })),
   transitionCount: z.number().int(),
-  allocations: z.record(z.string(), z.object({ node: z.string(), peer: z.string().optional(), id: z.string().optional(), status: z.string(), restarts: z.number().int(), ports: z.array(z.object({ private: z.number(), public: z.number(), protocol: z.enum(['tcp', 'udp']) })) }))
+  allocations: z.record(z.string(), z.object({
+    node: z.string(),
+    peer: z.string().optional(),
+    id: z.string().optional(),
+    status: z.string(),
+    restarts: z.number().int(),
+    ports: z.array(z.object({ private: z.number(), public: z.number(), protocol: z.enum(['tcp', 'udp']) })),
+    /** Its provider's transitions as pushed on the status channel (the latest few; `n` numbers them). */
+    reports: z.array(z.object({ n: z.number().int(), status: z.string(), reason: z.string(), at: z.string() })).optional()
+  }))
 })
 export type DeploymentView = z.infer<typeof DeploymentView>

@@ -14,3 +14,13 @@ export const ALLOCATION_CAPABILITY = '/dms/allocation'
 export const ALLOCATION_INBOX_PREFIX = 'alloc/'
 /** Allocation ids of `dms alloc run` and `/dms/node/container/start`: `<prefix><random>.main`. */
 export const LOCAL_ENSEMBLE_PREFIX = { run: 'run-', container: 'ctr-' } as const
+/**
+ * The channel (specs/channel.md) on which each allocation actor of a deployment pushes its status
+ * transitions to the orchestrator's node: every one, in order, once, across partitions and
+ * restarts of either side (specs/deployments.md, "Status over a channel").
+ */
+export const STATUS_CHANNEL = 'dms/deployment/status'
+/** The capabilities an orchestrator's node grants a provider (and it, each allocation actor) to send on that channel. */
+export const STATUS_CHANNEL_CAPS = ['/dms/channel/hello', '/dms/channel/deliver'] as const
+/** Sublevel of the node's db: per allocation, the last transition number put in its status channel's outbox. */
+export const STATUS_REPORTED_SUBLEVEL = 'status-reported'

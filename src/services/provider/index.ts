@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { StreamService } from '../../stream/index.js'
+import type { Channel, ChannelService } from '../../channel/index.js'
 import { z } from 'zod'
 import type { Actor } from '../../actor/actor.js'
 import type { AnyBehavior } from '../../actor/behavior.js'
@@ -12,7 +13,7 @@ import { BadRequest, Conflict, DmsError, InvalidState, NotFound, NotRunning, Una
 import type { Logger } from '../../lib/log.js'
 import type { ProofSource } from '../../security/authorizer.js'
 import { covers } from '../../security/paths.js'
-import { issueToken } from '../../security/ucan.js'
+import { decodeToken, issueToken } from '../../security/ucan.js'
 import type { Db } from '../../store/db.js'
 import {
   badRequestFrom, isTerminal, type AllocationRecord, type AllocationRuntime, type LogChunk, type LogStream
@@ -22,15 +23,16 @@ import { ResourceVectorSchema, ZERO, type ResourceManager } from '../resources/i
 import { createSerial, type Serial } from '../serial.js'
 import { jsonSublevel, type JsonSublevel } from '../store.js'
 import {
-  ALLOCATION_CAPABILITY, ALLOCATION_DELEGATION_MS, ALLOCATION_INBOX_PREFIX, COMMIT_SWEEP_MS, COMMITS_SUBLEVEL, LOCAL_ENSEMBLE_PREFIX
+  ALLOCATION_CAPABILITY, ALLOCATION_DELEGATION_MS, ALLOCATION_INBOX_PREFIX, COMMIT_SWEEP_MS, COMMITS_SUBLEVEL, LOCAL_ENSEMBLE_PREFIX,
+  STATUS_CHANNEL, STATUS_CHANNEL_CAPS, STATUS_REPORTED_SUBLEVEL
 } from './constants.js'
 import {
   AllocateRequest, CommitRequest, ContainerStartRequest, HandleSchema, PortGiven,
-  type AllocateReply, type AllocationView, type CommitReply, type RevertReply
+  type AllocateReply, type AllocationView, type CommitReply, type RevertReply, type StatusReport
 } from './schemas.js'
 
 export * from './schemas.js'
-export { ALLOCATION_CAPABILITY } from './constants.js'
+export { ALLOCATION_CAPABILITY, STATUS_CHANNEL, STATUS_CHANNEL_CAPS } from './constants.js'
 
 /**
  * What one allocation actor's behaviours act on: its own allocation, nothing else.
@@ -84,6 +86,8 @@ export interface ProviderComponents {
   allocationBehaviors: readonly AnyBehavior[]
   /** The node's streams (made after the provider): allocation actors accept log follows on them. */
   streams: () => StreamService
+  /** The node's channels (made after the provider): allocation actors push their status on them. Absent: nothing is pushed. */
+  channels?: () => ChannelService
 }
 
 const CommitRecord = z.object({
@@ -94,6 +98,8 @@ const CommitRecord = z.object({
   expiresAt: z.number(),
   allocated: z.boolean(),
   orchestrator: HandleSchema.optional(),
+  /** The orchestrator's node's grant of the status channel (CommitRequest.statusGrant). */
+  statusGrant: z.string().optional(),
   allocations: z.array(z.object({ name: z.string(), id: z.string(), resources: ResourceVectorSchema, ports: z.array(PortGiven) }))
 })
 type CommitRecord = z.infer<typeof CommitRecord>
@@ -112,6 +118,9 @@ export function createProviderService (c: ProviderComponents): ProviderService {
  */
 class Provider implements ProviderService {
   private readonly sub: JsonSublevel
+  private readonly reported: JsonSublevel
+  /** Per allocation pushing its status: its channel to the orchestrator's node and its listener. */
+  private readonly reporters = new Map<string, { channel: Channel, actor: Actor, to: string, off: () => void }>()
   private readonly commits = new Map<string, CommitRecord>()
   private readonly actors = new Map<string, Actor>()
   private readonly locks = new Map<string, { serial: Serial, users: number }>()
@@ -122,6 +131,7 @@ class Provider implements ProviderService {
 
   constructor (private readonly c: ProviderComponents) {
     this.sub = jsonSublevel(c.db, COMMITS_SUBLEVEL)
+    this.reported = jsonSublevel(c.db, STATUS_REPORTED_SUBLEVEL)
     this.clock = c.clock ?? Date.now
     this.log = c.log
   }
@@ -151,6 +161,9 @@ class Provider implements ProviderService {
     this.running = false
     clearInterval(this.timer)
     this.timer = undefined
+    // the channels stay on disk: the next start opens them again and sends what was not acknowledged
+    for (const r of this.reporters.values()) { r.off(); r.channel.close() }
+    this.reporters.clear()
     await Promise.all([...this.actors.values()].map(async a => { await a.stop('refuse') }))
     this.actors.clear()
     // Workloads keep running; the next start re-adopts them.
@@ -180,6 +193,7 @@ class Provider implements ProviderService {
       // start, unallocated, and released when it expires (ports included, which never expire).
       const record: CommitRecord = { ensembleId: req.ensembleId, owner, createdAt: now, expiresAt, allocated: false, allocations: done }
       if (req.orchestrator !== undefined) record.orchestrator = req.orchestrator
+      if (req.statusGrant !== undefined && req.orchestrator !== undefined) record.statusGrant = req.statusGrant
       await this.sub.put(req.ensembleId, record)
       try {
         // one ledger operation for the whole commit: all reservations or none
@@ -263,6 +277,7 @@ class Provider implements ProviderService {
       const record = this.c.runtime.get(a.id)
       if (record !== undefined) {
         if (!isTerminal(record.status)) await this.c.runtime.stopAllocation(a.id, { reason: `ensemble ${commit.ensembleId} reverted` })
+        await this.endReport(a.id)
         await this.c.runtime.removeAllocation(a.id)
         await this.actors.get(a.id)?.stop('refuse')
         this.actors.delete(a.id)
@@ -395,7 +410,8 @@ class Provider implements ProviderService {
       ports: r.spec.ports.map(p => ({ private: p.container, public: p.host, protocol: p.protocol })),
       createdAt: iso(r.createdAt) as string,
       restarts: r.restarts,
-      transitions: r.transitions.map(t => ({ at: iso(t.at) as string, status: t.status, reason: t.reason }))
+      transitions: r.transitions.map(t => ({ at: iso(t.at) as string, status: t.status, reason: t.reason })),
+      transitionCount: r.transitionCount
     }
     if (actor !== undefined) v.handle = actor.handle
     if (r.limits !== undefined) v.limits = r.limits
@@ -415,12 +431,13 @@ class Provider implements ProviderService {
     const existing = this.actors.get(id)
     if (existing !== undefined) return existing
     const identity = await this.c.actorKeys.loadOrCreate(keyName(id))
-    const token = await issueToken(this.c.node, {
-      audience: identity.did,
-      caps: [ALLOCATION_CAPABILITY],
-      exp: Math.floor((this.clock() + ALLOCATION_DELEGATION_MS) / 1000)
-    })
-    const proofs: ProofSource = { proofsFor: async (capability) => covers([ALLOCATION_CAPABILITY], capability) ? [token] : [] }
+    const exp = Math.floor((this.clock() + ALLOCATION_DELEGATION_MS) / 1000)
+    const token = await issueToken(this.c.node, { audience: identity.did, caps: [ALLOCATION_CAPABILITY], exp })
+    const commit = this.commitOf(id)
+    const status = await this.statusDelegation(commit, identity.did)
+    const proofs: ProofSource = {
+      proofsFor: async (capability) => covers([ALLOCATION_CAPABILITY], capability) ? [token] : status !== undefined && covers(STATUS_CHANNEL_CAPS, capability) ? [status] : []
+    }
     const actor = this.c.spawn({
       inbox: ALLOCATION_INBOX_PREFIX + id,
       identity,
@@ -433,7 +450,66 @@ class Provider implements ProviderService {
       mailbox: { concurrency: 1, capacity: 64 }
     })
     this.actors.set(id, actor)
+    if (status !== undefined && commit?.orchestrator !== undefined) await this.report(id, actor, commit.orchestrator.addr.peer, commit.ensembleId)
     return actor
+  }
+
+  /**
+   * The allocation actor's delegation of the orchestrator's grant of the status channel (this
+   * node → the actor, same capabilities, on the orchestrator's node only, within the grant's
+   * lifetime); undefined when there is none to delegate or no channels here.
+   */
+  private async statusDelegation (commit: CommitRecord | undefined, audience: string): Promise<string | undefined> {
+    if (commit?.statusGrant === undefined || commit.orchestrator === undefined || this.c.channels === undefined) return undefined
+    try {
+      const parent = decodeToken(commit.statusGrant)
+      return await issueToken(this.c.node, { audience, caps: STATUS_CHANNEL_CAPS, node: parent.payload.iss, depth: 0, exp: parent.payload.exp, proof: commit.statusGrant })
+    } catch (err) {
+      this.log.warn({ err, ensembleId: commit.ensembleId }, 'the orchestrator\'s status grant does not decode: no status is pushed (it polls)')
+      return undefined
+    }
+  }
+
+  /**
+   * Pushes every status transition of allocation `id` to the orchestrator's node, in order, on
+   * STATUS_CHANNEL from its actor; after a restart, first those made while it was down (the
+   * runtime's recovery), from the last one put in the outbox (STATUS_REPORTED_SUBLEVEL). A crash
+   * between the outbox and that record sends one again: the orchestrator applies each number once.
+   */
+  private async report (id: string, actor: Actor, peer: string, ensembleId: string): Promise<void> {
+    const channels = (this.c.channels as () => ChannelService)()
+    const channel = channels.open(peer, STATUS_CHANNEL, {
+      from: actor,
+      onRefused: (err, seq) => { this.log.warn({ err, allocation: id, seq }, seq === undefined ? 'the orchestrator\'s node refused the status channel: the orchestrator polls instead' : 'the orchestrator refused a status report') }
+    })
+    let queued = Number(await this.reported.get(id).catch(() => 0) ?? 0)
+    const push = (r: AllocationRecord): void => {
+      if (r.id !== id || r.transitionCount <= queued) return
+      const first = r.transitionCount - r.transitions.length + 1
+      for (let n = Math.max(queued + 1, first); n <= r.transitionCount; n++) {
+        const t = r.transitions[n - first]
+        const msg: StatusReport = { ensembleId, name: id.slice(id.lastIndexOf('.') + 1), id, n, status: t.status, reason: t.reason.slice(0, 4_096), at: t.at }
+        if (n === r.transitionCount && r.health !== undefined) msg.health = r.health.status
+        channel.send(msg).then(async () => { await this.reported.put(id, n) }).catch((err: unknown) => {
+          this.log.debug({ err, allocation: id, n }, 'a status transition was not put in the channel (closed, or refused)')
+        })
+      }
+      queued = r.transitionCount
+    }
+    const off = this.c.runtime.onChange(push)
+    this.reporters.set(id, { channel, actor, to: peer, off })
+    const now = this.c.runtime.get(id)
+    if (now !== undefined) push(now)
+  }
+
+  /** The allocation is going: its status channel and its outbox go with it (nothing more to tell). */
+  private async endReport (id: string): Promise<void> {
+    const r = this.reporters.get(id)
+    if (r === undefined) return
+    this.reporters.delete(id)
+    r.off()
+    await this.c.channels?.().discard(r.to, STATUS_CHANNEL, { from: r.actor }).catch((err: unknown) => { this.log.warn({ err, allocation: id }, 'could not discard a status channel') })
+    await this.reported.del(id)
   }
 
   private commitOf (allocationId: string): CommitRecord | undefined {

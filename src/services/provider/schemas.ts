@@ -35,6 +35,12 @@ export const CommitRequest = z.strictObject({
   ttlMs: z.number().int().positive().max(MAX_RESERVATION_TTL_MS).default(DEFAULT_COMMIT_TTL_MS),
   /** The orchestrator actor, when there is one: asked after a restart whether the ensemble is still wanted here. */
   orchestrator: HandleSchema.optional(),
+  /**
+   * A UCAN from the orchestrator's node to this provider's node for the status channel
+   * (STATUS_CHANNEL_CAPS, delegable once): each allocation actor pushes its transitions to the
+   * orchestrator's node with a delegation of it. Absent: nothing is pushed (the orchestrator polls).
+   */
+  statusGrant: z.string().min(1).max(8_192).optional(),
   allocations: z.array(z.strictObject({
     name: AllocationName,
     resources: ResourceRequestSchema,
@@ -102,7 +108,9 @@ export const AllocationView = z.object({
   signal: z.string().nullable().optional(),
   restarts: z.number().int(),
   health: z.object({ status: z.enum(['unknown', 'healthy', 'unhealthy']), failures: z.number().int(), checkedAt: z.string().optional(), detail: z.string().optional() }).optional(),
-  transitions: z.array(z.object({ at: z.string(), status: z.string(), reason: z.string() }))
+  transitions: z.array(z.object({ at: z.string(), status: z.string(), reason: z.string() })),
+  /** Transitions so far (the list keeps the latest): the number of the current status, as the status channel numbers them. */
+  transitionCount: z.number().int().nonnegative().optional()
 })
 export type AllocationView = z.infer<typeof AllocationView>
 
@@ -129,3 +137,20 @@ export const LogReadFields = {
 }
 /** A chunk of output from a byte offset; `ended`: the allocation ended and nothing more will come. */
 export const LogChunkReply = z.object({ data: z.string(), nextOffset: z.number().int(), eof: z.boolean(), ended: z.boolean(), skipped: z.number().int().optional() })
+
+/**
+ * One status transition of an allocation, as its actor pushes it to the orchestrator's node on
+ * STATUS_CHANNEL. `n` is the allocation's transition number (1 is `pending`, at allocate): the
+ * orchestrator applies each `n` once, in order.
+ */
+export const StatusReport = z.strictObject({
+  ensembleId: EnsembleId,
+  name: AllocationName,
+  id: z.string().max(160),
+  n: z.number().int().min(1),
+  status: z.enum(['pending', 'starting', 'running', 'completed', 'failed', 'stopped']),
+  reason: z.string().max(4_096),
+  at: z.number(),
+  health: z.enum(['unknown', 'healthy', 'unhealthy']).optional()
+})
+export type StatusReport = z.infer<typeof StatusReport>
