@@ -103,7 +103,9 @@ async function drive (inflight: number, seconds: number, call: () => Promise<unk
 
 // ---------------------------------------------------------------- roles
 
-async function floodRole (): Promise<{ run: (c: Command) => Promise<unknown>, stop: () => Promise<void> }> {
+interface Role { run: (c: Command) => Promise<unknown>, stop: () => Promise<void>, peerId: string }
+
+async function floodRole (): Promise<Role> {
   const node = await createNode({ dataDir: cfg.dataDir, passphrase: cfg.passphrase, config: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, bootstrap: [cfg.daemonAddr] }, log })
   const call = async (timeout = cfg.callTimeoutMs): Promise<unknown> => await node.invoke(cfg.daemonPeer, BEHAVIOR, {}, { timeout })
   await warmUp(async () => await call(WARM_UP_CALL_TIMEOUT_MS))
@@ -113,11 +115,12 @@ async function floodRole (): Promise<{ run: (c: Command) => Promise<unknown>, st
       if (c.cmd === 'load') return await drive(c.inflight, c.seconds, call)
       return undefined
     },
-    stop: async () => { await node.stop() }
+    stop: async () => { await node.stop() },
+    peerId: node.peerId
   }
 }
 
-async function rotatingRole (): Promise<{ run: (c: Command) => Promise<unknown>, stop: () => Promise<void> }> {
+async function rotatingRole (): Promise<Role> {
   const node: Node = await createNode({ dataDir: cfg.dataDir, passphrase: cfg.passphrase, config: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, bootstrap: [cfg.daemonAddr] }, log })
   const daemonDid = didFromPeerId(cfg.daemonPeer)
   const to: Handle = { id: daemonDid, did: daemonDid, addr: { peer: cfg.daemonPeer, inbox: ROOT_INBOX } }
@@ -137,7 +140,8 @@ async function rotatingRole (): Promise<{ run: (c: Command) => Promise<unknown>,
       if (c.cmd === 'load') return await drive(c.inflight, c.seconds, call)
       return undefined
     },
-    stop: async () => { await node.stop() }
+    stop: async () => { await node.stop() },
+    peerId: node.peerId
   }
 }
 
@@ -151,7 +155,7 @@ const GARBAGE_BREAK_EVERY = 500
 /** Frames written before waiting for the stream to drain and the event loop to turn. */
 const GARBAGE_BATCH = 50
 
-async function garbageRole (): Promise<{ run: (c: Command) => Promise<unknown>, stop: () => Promise<void> }> {
+async function garbageRole (): Promise<Role> {
   const host = await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
   const self = host.peerId.toString()
   const selfDid = didFromPeerId(self)
@@ -223,7 +227,8 @@ async function garbageRole (): Promise<{ run: (c: Command) => Promise<unknown>, 
   }
   return {
     run: async (c) => c.cmd === 'load' ? await load(c.seconds) : undefined,
-    stop: async () => { await host.stop() }
+    stop: async () => { await host.stop() },
+    peerId: self
   }
 }
 
@@ -243,7 +248,7 @@ async function warmUp (call: () => Promise<unknown>): Promise<void> {
 // ---------------------------------------------------------------- main
 
 const role = cfg.role === 'flood' ? await floodRole() : cfg.role === 'rotating' ? await rotatingRole() : await garbageRole()
-out({ type: 'ready', name: cfg.name })
+out({ type: 'ready', name: cfg.name, peerId: role.peerId })
 const lines = createInterface({ input: process.stdin })
 for await (const line of lines) {
   const c = JSON.parse(line) as Command
