@@ -10,7 +10,7 @@ import setupBuild from '../../test/e2e/global-setup.js'
 import type { ClientConfig, Command, LoadReport } from './client.js'
 
 /**
- * `npm run load [-- --clients N] [-- --inflight N] [-- --seconds N] [-- --quick] [-- --json]`
+ * `npm run load [-- --clients N] [-- --inflight N] [-- --seconds N] [-- --quick] [-- --json] [-- --timing]`
  *
  * One `dms run` daemon (default configuration, from dist/ as installed) and, each in its own
  * process: N flood clients (dms nodes keeping `--inflight` invokes of `/public/hello` in flight),
@@ -20,6 +20,10 @@ import type { ClientConfig, Command, LoadReport } from './client.js'
  * `--seconds`. Prints, per client: calls ok / Overloaded / other errors / timeouts, p50 and p99
  * loaded against unloaded and their ratio; the daemon's RSS (peak VmHWM and sampled VmRSS),
  * whether it survived and still answers, and what it logged at warn or above.
+ *
+ * `--timing` runs the daemon with DMS_STAGE_TIMING=1 (src/actor/stage-timing.ts) and prints, for the
+ * loaded phase, where the probe's frames and the flood's waited inside the daemon (read → delivered,
+ * delivered → handled and answered) and how long its event-loop turns and delivery rounds were.
  *
  * The verdict (exit code 1 when it fails) holds only what cannot be a timing flake: the daemon
  * stayed up and answers, no client process died, every call ended with a reply or a typed error
@@ -32,11 +36,13 @@ const { values: flags } = parseArgs({
     inflight: { type: 'string' },
     seconds: { type: 'string' },
     quick: { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false }
+    json: { type: 'boolean', default: false },
+    timing: { type: 'boolean', default: false }
   }
 })
 const quick = flags.quick === true
 const json = flags.json === true
+const timing = flags.timing === true
 function intFlag (v: string | undefined, dflt: number, name: string): number {
   if (v === undefined) return dflt
   const n = Number(v)
@@ -69,7 +75,7 @@ interface Client {
   role: ClientConfig['role']
   proc: ChildProcess
   /** Resolves with the next JSON line of type `type` (bounded by `ms`). */
-  next: (type: string, ms: number) => Promise<{ report?: LoadReport }>
+  next: (type: string, ms: number) => Promise<{ report?: LoadReport, peerId?: string }>
   send: (c: Command) => void
   exited: Promise<number>
   crashed: () => boolean
@@ -134,7 +140,7 @@ try {
   const daemonDir = await tempDir('dms-load-d-')
   dirs.push(daemonDir)
   await dmsJson(['init', '--data-dir', daemonDir])
-  daemon = await startDaemon({ dataDir: daemonDir, env: { DMS_LOG_LEVEL: 'info' } })
+  daemon = await startDaemon({ dataDir: daemonDir, env: { DMS_LOG_LEVEL: 'info', ...(timing ? { DMS_STAGE_TIMING: '1' } : {}) } })
   const d = daemon
   const idle = await procStatus(d.info.pid)
   log(`daemon ${d.info.peerId} ready, idle RSS ${idle?.rssMb ?? '?'} MB; starting ${CLIENTS} flood clients, a probe, a garbage and a rotating-key client…`)
@@ -147,10 +153,11 @@ try {
   configs.push({ ...base, role: 'rotating', name: 'rotating', dataDir: await tempDir('dms-load-c-') })
   dirs.push(...configs.map(c => c.dataDir))
   // Start them a few at a time: module loading of ten processes at once on two cores is slow.
+  const peerOf = new Map<string, string>()
   for (let i = 0; i < configs.length; i += START_BATCH) {
     const batch = configs.slice(i, i + START_BATCH).map(spawnClient)
     clients.push(...batch)
-    await Promise.all(batch.map(async c => await c.next('ready', READY_TIMEOUT_MS)))
+    await Promise.all(batch.map(async c => { const r = await c.next('ready', READY_TIMEOUT_MS); if (r.peerId !== undefined) peerOf.set(r.peerId, c.name) }))
   }
   const flood = clients.filter(c => c.role === 'flood' && c.name !== 'probe')
   const probe = clients.find(c => c.name === 'probe') as Client
@@ -164,6 +171,7 @@ try {
   }
 
   log(`loaded: ${CLIENTS} × ${INFLIGHT} in flight for ${SECONDS} s, the probe one at a time, garbage and rotating keys beside…`)
+  const timingFrom = d.logs.length
   const samples: number[] = []
   // This process is nearly idle meanwhile: its event-loop delay is how late the machine runs a
   // process that wants the CPU, a floor under any client's loaded latency (every process of the
@@ -191,6 +199,7 @@ try {
   const schedulingMs = { p50: late(lateness.percentile(50)), p99: late(lateness.percentile(99)), max: late(lateness.max) }
   await sampler
   const status = await procStatus(d.info.pid)
+  const stageTiming = timing ? d.logs.slice(timingFrom).filter(l => l.msg === 'stage timing') : []
 
   // After the load: does the daemon still answer a well-behaved caller?
   let answersAfter = false
@@ -280,7 +289,19 @@ try {
   log(`daemon warnings: ${JSON.stringify(warnCounts)}`)
   for (const c of clients) if (c.crashed()) log(`${c.name} crashed; its last stderr lines:\n  ${c.stderrTail.slice(-12).join('\n  ')}`)
   log(`verdict: ${JSON.stringify(result.verdict)} → ${pass ? 'PASS' : 'FAIL'} (the p99 ratio is reported, not judged)`)
-  if (json) process.stdout.write(JSON.stringify(result) + '\n')
+  if (timing) {
+    log('where frames waited in the daemon, per 5 s report of the loaded phase (ms: p50/p99/max):')
+    const f = (x: { p50: number, p99: number, max: number } | undefined): string => x === undefined ? '-' : `${x.p50}/${x.p99}/${x.max}`
+    for (const t of stageTiming as Array<{ turnMs?: { p50: number, p99: number, max: number }, roundMs?: { p50: number, p99: number, max: number }, peers?: Record<string, { waitMs: { n: number, p50: number, p99: number, max: number }, handleMs: { n: number, p50: number, p99: number, max: number } }> }>) {
+      const parts: string[] = [`turn ${f(t.turnMs)}`, `round ${f(t.roundMs)}`]
+      for (const [peer, p] of Object.entries(t.peers ?? {})) {
+        const name = peerOf.get(peer) ?? peer.slice(-6)
+        if (name === 'probe' || name === 'flood-0' || name === 'rotating') parts.push(`${name}: wait ${f(p.waitMs)} handle ${f(p.handleMs)} (${p.waitMs.n} frames)`)
+      }
+      log('  ' + parts.join('; '))
+    }
+  }
+  if (json) process.stdout.write(JSON.stringify({ ...result, ...(timing ? { stageTiming } : {}) }) + '\n')
   // for investigations: every line the daemon logged (with DEBUG=… set, libp2p's too)
   if (process.env.LOAD_DAEMON_LOG !== undefined) await writeFile(process.env.LOAD_DAEMON_LOG, d.logs.map(l => JSON.stringify(l)).join('\n') + '\n')
 } catch (err) {

@@ -11,6 +11,17 @@ export const CLOCK_SKEW_MS = 0
 export const MAILBOX_CONCURRENCY = 256
 export const MAILBOX_CAPACITY = 4096
 /**
+ * Envelopes of one connected peer that passed the checks and are not yet answered (running,
+ * waiting in a mailbox, awaiting a capability chain), across all of a node's actors. Checked
+ * before any signature or chain is verified; beyond it the peer is answered Overloaded at once
+ * (retry hint PEER_INFLIGHT_RETRY_MS), so one peer can hold at most this much of the node's work
+ * and of a mailbox's capacity (MAILBOX_CAPACITY / 4): the others still get in. Quick handlers
+ * never come near it (each is answered in the turn it arrived in); slow ones do.
+ */
+export const PEER_INFLIGHT_MAX = 1024
+/** The retry hint of that refusal: long enough for a mailbox's worth of quick jobs to be answered. */
+export const PEER_INFLIGHT_RETRY_MS = 100
+/**
  * Per-sender token bucket (envelopes/s, burst). Generous: a node invoking another over one stream
  * reaches ~10k round trips/s here; the limit exists to stop one sender starving the others.
  */

@@ -9,7 +9,7 @@ import type { AuthorizeRequest } from '../security/authorizer.js'
 import type { Actor } from './actor.js'
 import type { ActorObserver } from './observer.js'
 import type { CallInfo } from './behavior.js'
-import { MAX_ENVELOPE_LIFETIME_MS, REPLY_PREFIX } from './constants.js'
+import { MAX_ENVELOPE_LIFETIME_MS, PEER_INFLIGHT_RETRY_MS, REPLY_PREFIX } from './constants.js'
 import { decodeEnvelope, peekHeader, verifyEnvelope, type DecodedEnvelope, type Header } from './envelope.js'
 import type { RateLimiter } from './limiter.js'
 import type { PendingReplies } from './pending.js'
@@ -44,6 +44,8 @@ export interface InboundParts {
   peerLimiter: RateLimiter
   /** Envelopes per signing sender (and per behaviour), taken once the sender is authenticated. */
   senderLimiter: RateLimiter
+  /** Envelopes of one connected peer admitted and not yet answered, at most (PEER_INFLIGHT_MAX). */
+  peerInflight: number
   /** Sends a reply envelope (the outbound half). */
   reply: (actor: Actor, to: Handle, cont: string, exp: number, reply: Reply) => void
   stats: DispatchStats
@@ -60,8 +62,9 @@ type Checked = { env: Envelope } | { refusal: DmsError, header: Header | undefin
  * The inbound pipeline of one node's actors. A frame goes through, in this order:
  *
  *   decode → host claim → (a reply: match it to a waiting call) → per-peer rate limit →
- *   signature → expiry → replay → actor and behaviour exist → capability → per-sender rate limit →
- *   mailbox → request schema → handler → reply.
+ *   per-peer in-flight bound → signature → expiry → replay → actor and behaviour exist →
+ *   capability → per-sender rate limit → mailbox (fair across peers) → request schema → handler →
+ *   reply.
  *
  * Every refusal of an envelope with a reply-to is answered with a typed error at once. Nothing
  * yields to the event loop unless it must wait (a cold capability chain, a full mailbox, a
@@ -73,6 +76,10 @@ export class Inbound {
   /** Gossip frames the validator accepted, with their envelope: dispatch does not decode them twice. */
   private readonly validated = new WeakMap<Uint8Array, Envelope>()
   private readonly peerDids = new Map<string, string>()
+  /** Per connected peer: its envelopes past the checks and not yet answered (running, queued, awaiting a chain). */
+  private readonly inflight = new Map<string, number>()
+  /** The peer each counted envelope is charged to, until it is answered or refused. */
+  private readonly charged = new WeakMap<object, string>()
 
   constructor (private readonly p: InboundParts) {}
 
@@ -85,6 +92,7 @@ export class Inbound {
     const env = (origin.via === 'gossip' ? this.validated.get(frame) : undefined) ?? this.check(frame, origin, verified)
     if (env === undefined) return
     if (origin.via === 'gossip') this.validated.delete(frame)
+    else if (origin.via === 'direct' && !env.be.startsWith(REPLY_PREFIX)) this.charge(env, origin.peer)
     this.dispatch(env, origin)
   }
 
@@ -160,6 +168,11 @@ export class Inbound {
     // limited per sender once authenticated.
     if (origin.via !== 'local' && !env.be.startsWith(REPLY_PREFIX) && !this.p.peerLimiter.take(origin.peer)) {
       return { refusal: new Overloaded(`too many envelopes from peer ${origin.peer}; slow down`, { retryAfterMs: 1000 }), header: env, verdict: 'ignore' }
+    }
+    // Also before any verification: a peer with this many envelopes admitted and unanswered gets
+    // no more work done for it until some are answered, whatever it sends meanwhile.
+    if (origin.via === 'direct' && !env.be.startsWith(REPLY_PREFIX) && (this.inflight.get(origin.peer) ?? 0) >= this.p.peerInflight) {
+      return { refusal: new Overloaded(`peer ${origin.peer} has ${this.p.peerInflight} envelopes waiting for their answer here; wait for some before sending more`, { retryAfterMs: PEER_INFLIGHT_RETRY_MS }), header: env, verdict: 'ignore' }
     }
     // Signature: the transport already authenticated the connected host (Noise, or gossipsub's
     // StrictSign), so an envelope from that same host's key needs no signature of its own, nor a
@@ -269,7 +282,9 @@ export class Inbound {
     }
     const refuse = (err: DmsError): void => { this.refuse(err, env, origin, actor) }
     const job = (): Promise<void> | undefined => this.runHandler(actor, entry, env, origin)
-    const admitted = entry.decl.readOnly === true ? actor.mailbox.admitReader(job) : actor.mailbox.admit(job, refuse)
+    // Waiting jobs queue per connected peer (a local sender: per key), served round-robin.
+    const key = origin.via === 'local' ? `local\u0000${env.from.id}` : origin.peer
+    const admitted = entry.decl.readOnly === true ? actor.mailbox.admitReader(job) : actor.mailbox.admit(job, refuse, key)
     if (admitted !== 'ok') this.p.observer?.mailboxRefused(actor.kind, admitted)
     if (admitted === 'full') {
       const { running, queued } = actor.mailbox.depth
@@ -335,6 +350,7 @@ export class Inbound {
   }
 
   private answer (actor: Actor, env: Envelope, result: Reply): void {
+    this.release(env)
     this.p.observer?.handled(env.be, 'error' in result ? result.error.name : 'ok', actor.kind)
     if (env.cont === undefined) {
       if ('error' in result) this.p.log.info({ be: env.be, from: env.from.id, error: result.error }, 'a one-way message failed; the sender asked for no reply')
@@ -345,6 +361,7 @@ export class Inbound {
 
   private refuse (err: DmsError, header: Header | undefined, origin: FrameOrigin, replier?: Actor): void {
     if (err instanceof LateReply) { this.p.stats.lateReplies++; return }
+    if (header !== undefined) this.release(header)
     this.p.stats.refused[err.name] = (this.p.stats.refused[err.name] ?? 0) + 1
     this.p.observer?.handled(header?.be, err.name, replier?.kind ?? 'none')
     if (header?.cont === undefined || origin.via === 'gossip') {
@@ -362,8 +379,27 @@ export class Inbound {
    * (which would stop the daemon) nor a throw into the transport's read loop.
    */
   dispatchFailed (env: Envelope | undefined, err: unknown): void {
+    if (env !== undefined) this.release(env)
     this.p.log.error({ err, be: env?.be, from: env?.from.id }, 'dispatch failed')
   }
+
+  /** Counts an envelope against its peer's in-flight bound until `release`. */
+  private charge (env: Envelope, peer: string): void {
+    this.charged.set(env, peer)
+    this.inflight.set(peer, (this.inflight.get(peer) ?? 0) + 1)
+  }
+
+  /** The envelope was answered or refused (or failed): its peer may send one more. Idempotent. */
+  private release (env: object): void {
+    const peer = this.charged.get(env)
+    if (peer === undefined) return
+    this.charged.delete(env)
+    const n = (this.inflight.get(peer) ?? 1) - 1
+    if (n <= 0) this.inflight.delete(peer); else this.inflight.set(peer, n)
+  }
+
+  /** Envelopes of `peer` admitted and not yet answered (diagnostics and tests). */
+  inflightOf (peer: string): number { return this.inflight.get(peer) ?? 0 }
 
   private didOfPeer (peer: string): string | undefined {
     let did = this.peerDids.get(peer)

@@ -9,6 +9,11 @@ export interface MailboxLimits {
   /** Jobs waiting beyond that; a full mailbox refuses (the caller answers Overloaded). */
   capacity: number
   /**
+   * Jobs of one key (a connected peer, a local sender) waiting at once; beyond this that key's
+   * jobs are refused (Overloaded) while other keys' still wait. Default MAILBOX_PER_KEY.
+   */
+  perKey?: number
+  /**
    * Read-only jobs (behaviours declared `readOnly`: status, a log long poll) running beside the
    * one-at-a-time work, so a reader waiting for output never holds up a stop. Beyond this many at
    * once they are refused (Overloaded). Default MAILBOX_READERS.
@@ -18,6 +23,11 @@ export interface MailboxLimits {
 
 /** Read-only jobs an actor runs at once beside its mailbox, unless its limits say otherwise. */
 export const MAILBOX_READERS = 64
+/**
+ * Jobs of one key waiting in a mailbox, unless its limits say otherwise: a quarter of the default
+ * capacity, so one busy peer can never fill a mailbox and shut the others out.
+ */
+export const MAILBOX_PER_KEY = 1024
 
 interface Queued {
   job: Job
@@ -25,8 +35,25 @@ interface Queued {
   refuse: (err: DmsError) => void
 }
 
+/** A FIFO of one key's waiting jobs (an array with a read index: shift() in O(1)). */
+class Fifo {
+  private items: Queued[] = []
+  private head = 0
+  get length (): number { return this.items.length - this.head }
+  push (q: Queued): void { this.items.push(q) }
+  shift (): Queued {
+    const q = this.items[this.head++]
+    if (this.head === this.items.length) { this.items = []; this.head = 0 } else if (this.head > 256 && this.head * 2 > this.items.length) { this.items = this.items.slice(this.head); this.head = 0 }
+    return q
+  }
+  drain (): Queued[] { const out = this.items.slice(this.head); this.items = []; this.head = 0; return out }
+}
+
 /**
- * One actor's mailbox: at most `concurrency` jobs run, at most `capacity` wait, in arrival order.
+ * One actor's mailbox: at most `concurrency` jobs run, at most `capacity` wait. Waiting jobs are
+ * kept per key (the connected peer or local sender they came from, at most `perKey` each) and
+ * started round-robin across keys, in arrival order within a key: a quiet peer's job waits behind
+ * at most one job of every other waiting key, however many a busy peer queued (fair queuing).
  * A job that finishes synchronously frees its slot at once; one that returns a promise holds it
  * until the promise settles. A job that throws (a bug: jobs answer their callers themselves) is
  * reported to `onError` and frees its slot, and the jobs behind it still run.
@@ -36,21 +63,31 @@ export class Mailbox {
   private reading = 0
   /** Jobs run to their end since the mailbox opened. */
   private handled = 0
-  private readonly queue: Queued[] = []
+  /** Waiting jobs by key; Map order is the round-robin order (a served key goes to the back). */
+  private readonly queues = new Map<string, Fifo>()
+  private queued = 0
   private closed = false
   private idleWaiters: Array<() => void> = []
 
   constructor (readonly limits: MailboxLimits, private readonly onError: (err: unknown) => void) {}
 
   /** 'full' and 'closed' mean the job will never run; the caller answers its sender. */
-  admit (job: Job, refuse: (err: DmsError) => void): 'ok' | 'full' | 'closed' {
+  admit (job: Job, refuse: (err: DmsError) => void, key = ''): 'ok' | 'full' | 'closed' {
     if (this.closed) return 'closed'
     if (this.running < this.limits.concurrency) {
       this.run(job)
       return 'ok'
     }
-    if (this.queue.length >= this.limits.capacity) return 'full'
-    this.queue.push({ job, refuse })
+    if (this.queued >= this.limits.capacity) return 'full'
+    let fifo = this.queues.get(key)
+    if (fifo === undefined) {
+      fifo = new Fifo()
+      this.queues.set(key, fifo)
+    } else if (fifo.length >= (this.limits.perKey ?? MAILBOX_PER_KEY)) {
+      return 'full'
+    }
+    fifo.push({ job, refuse })
+    this.queued++
     return 'ok'
   }
 
@@ -66,7 +103,7 @@ export class Mailbox {
     return 'ok'
   }
 
-  get depth (): { running: number, queued: number } { return { running: this.running, queued: this.queue.length } }
+  get depth (): { running: number, queued: number } { return { running: this.running, queued: this.queued } }
   get count (): number { return this.handled }
 
   /**
@@ -76,11 +113,14 @@ export class Mailbox {
   async close (mode: 'drain' | 'refuse'): Promise<void> {
     this.closed = true
     if (mode === 'refuse') {
-      for (const q of this.queue.splice(0)) {
+      const waiting = [...this.queues.values()].flatMap(f => f.drain())
+      this.queues.clear()
+      this.queued = 0
+      for (const q of waiting) {
         try { q.refuse(new NotRunning('the actor stopped before this message was handled')) } catch (err) { this.onError(err) }
       }
     }
-    if (this.running === 0 && this.queue.length === 0) return
+    if (this.running === 0 && this.queued === 0) return
     await new Promise<void>(resolve => { this.idleWaiters.push(resolve) })
   }
 
@@ -104,6 +144,16 @@ export class Mailbox {
     pending.then(later, (err: unknown) => { this.onError(err); later() })
   }
 
+  /** The next waiting job, round-robin across keys: the first key's oldest, then that key goes last. */
+  private next (): Queued {
+    const [key, fifo] = this.queues.entries().next().value as [string, Fifo]
+    const q = fifo.shift()
+    this.queued--
+    this.queues.delete(key)
+    if (fifo.length > 0) this.queues.set(key, fifo)
+    return q
+  }
+
   private finished (): void {
     this.running--
     this.handled++
@@ -112,8 +162,8 @@ export class Mailbox {
 
   /** Starts waiting jobs while there is room (a loop: synchronous jobs must not recurse). */
   private startQueued (): void {
-    while (this.running < this.limits.concurrency && this.queue.length > 0) this.run((this.queue.shift() as Queued).job)
-    if (this.running === 0 && this.queue.length === 0 && this.idleWaiters.length > 0) {
+    while (this.running < this.limits.concurrency && this.queued > 0) this.run(this.next().job)
+    if (this.running === 0 && this.queued === 0 && this.idleWaiters.length > 0) {
       for (const w of this.idleWaiters.splice(0)) w()
     }
   }

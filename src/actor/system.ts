@@ -7,7 +7,7 @@ import type { Authorizer, ProofSource } from '../security/authorizer.js'
 import { Actor, type ActorHost, type CallOptions, type Destination } from './actor.js'
 import type { AnyBehavior } from './behavior.js'
 import {
-  LIMITER_MAX_SENDERS, MAILBOX_CAPACITY, MAILBOX_CONCURRENCY, PER_SENDER_BURST, PER_SENDER_RATE, REPLAY_MAX_ENTRIES
+  LIMITER_MAX_SENDERS, MAILBOX_CAPACITY, MAILBOX_CONCURRENCY, PEER_INFLIGHT_MAX, PER_SENDER_BURST, PER_SENDER_RATE, REPLAY_MAX_ENTRIES
 } from './constants.js'
 import { Inbound, type DispatchStats } from './inbound.js'
 import { RateLimiter } from './limiter.js'
@@ -31,6 +31,10 @@ export interface MailboxLimits {
   perSenderBurst?: number
   /** Envelopes remembered for replay detection at once (default REPLAY_MAX_ENTRIES). */
   replayEntries?: number
+  /** Envelopes of one connected peer admitted and not yet answered (default PEER_INFLIGHT_MAX). */
+  perPeerInflight?: number
+  /** Jobs of one peer waiting in one mailbox (default MAILBOX_PER_KEY). */
+  perPeerQueued?: number
 }
 
 export interface ActorSystemInit {
@@ -107,7 +111,7 @@ export class ActorSystem implements ActorHost {
     const now = init.now ?? Date.now
     this.log = init.log ?? silentLogger()
     if (init.identity.peerId !== this.peerId) throw new InvalidArgument('the root actor\'s key must be the transport\'s peer key')
-    this.mailbox = { concurrency: init.limits?.concurrency ?? MAILBOX_CONCURRENCY, capacity: init.limits?.capacity ?? MAILBOX_CAPACITY }
+    this.mailbox = { concurrency: init.limits?.concurrency ?? MAILBOX_CONCURRENCY, capacity: init.limits?.capacity ?? MAILBOX_CAPACITY, ...(init.limits?.perPeerQueued !== undefined ? { perKey: init.limits.perPeerQueued } : {}) }
     const rate = init.limits?.perSenderRate ?? PER_SENDER_RATE
     const burst = init.limits?.perSenderBurst ?? PER_SENDER_BURST
     this.pending = new PendingReplies(now)
@@ -120,6 +124,7 @@ export class ActorSystem implements ActorHost {
       replay: new ReplayGuard(now, init.limits?.replayEntries ?? REPLAY_MAX_ENTRIES),
       peerLimiter: new RateLimiter(rate, burst, LIMITER_MAX_SENDERS, now),
       senderLimiter: new RateLimiter(rate, burst, LIMITER_MAX_SENDERS, now),
+      peerInflight: init.limits?.perPeerInflight ?? PEER_INFLIGHT_MAX,
       reply: (actor, to, cont, exp, reply) => { this.outbound.reply(actor, to, cont, exp, reply) },
       stats: this.stats,
       now,
@@ -146,6 +151,9 @@ export class ActorSystem implements ActorHost {
     })
     for (const t of this.root.topics()) this.subscribeTopic(t)
   }
+
+  /** Envelopes of a connected peer admitted and not yet answered (see PEER_INFLIGHT_MAX). */
+  inflightOf (peer: string): number { return this.inbound.inflightOf(peer) }
 
   /** A child actor with its own key, inbox and mailbox on this node. */
   spawn (init: ActorInit): Actor {

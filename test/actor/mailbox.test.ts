@@ -35,6 +35,40 @@ describe('actor mailbox', () => {
     expect(box.depth).toEqual({ running: 0, queued: 0 })
   })
 
+  it('starts waiting jobs round-robin across keys: a quiet key waits behind one job of each busy key', async () => {
+    const errors: unknown[] = []
+    const box = new Mailbox({ concurrency: 1, capacity: 10_000, perKey: 5_000 }, err => { errors.push(err) })
+    let release!: () => void
+    const held = new Promise<void>(resolve => { release = resolve })
+    const ran: string[] = []
+    let allDone!: () => void
+    const done = new Promise<void>(resolve => { allDone = resolve })
+    const TOTAL = 2 * 3_000 + 1
+    const job = (key: string) => () => { ran.push(key); if (ran.length === TOTAL) allDone(); return undefined }
+    expect(box.admit(async () => { await held }, noRefuse, 'busy-1')).toBe('ok')
+    for (let i = 0; i < 3_000; i++) expect(box.admit(job('busy-1'), noRefuse, 'busy-1')).toBe('ok')
+    for (let i = 0; i < 3_000; i++) expect(box.admit(job('busy-2'), noRefuse, 'busy-2')).toBe('ok')
+    expect(box.admit(job('quiet'), noRefuse, 'quiet')).toBe('ok')
+    expect(box.depth).toEqual({ running: 1, queued: TOTAL })
+    release()
+    await done
+    expect(ran.indexOf('quiet')).toBeLessThanOrEqual(2)
+    // within a key, arrival order; nothing lost
+    expect(ran.filter(k => k === 'busy-1')).toHaveLength(3_000)
+    expect(ran.filter(k => k === 'busy-2')).toHaveLength(3_000)
+    expect(errors).toEqual([])
+  })
+
+  it('refuses a key past its own bound while other keys still get in', () => {
+    const { box } = (() => ({ box: new Mailbox({ concurrency: 1, capacity: 100, perKey: 2 }, () => {}) }))()
+    expect(box.admit(async () => { await new Promise(() => {}) }, noRefuse, 'a')).toBe('ok')
+    expect(box.admit(() => undefined, noRefuse, 'a')).toBe('ok')
+    expect(box.admit(() => undefined, noRefuse, 'a')).toBe('ok')
+    expect(box.admit(() => undefined, noRefuse, 'a')).toBe('full')
+    expect(box.admit(() => undefined, noRefuse, 'b')).toBe('ok')
+    expect(box.depth).toEqual({ running: 1, queued: 3 })
+  })
+
   // Issue 12 item 11: a queued job that threw synchronously escaped from inside `.finally` as an
   // unhandled rejection, and the jobs behind it never ran.
   it('keeps draining when a queued job throws synchronously, with no unhandled rejection', async () => {
