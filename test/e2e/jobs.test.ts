@@ -54,7 +54,7 @@ split: { directory: numbers }
 reduce: { command: [sh, -c, 'n=0; s=0; while read a b; do n=$((n+a)); s=$((s+b)); done; echo "$n $s"'] }
 parallelism: 3
 `)
-    const r = await a.cli(['job', 'run', file, '--follow'], { timeoutMs: 120_000 })
+    const r = await a.cli(['job', 'run', file, '--follow'], { timeoutMs: 280_000 })
     expect(r.code, r.stderr).toBe(0)
     const out = lastJson<{ id: string, status: string, result: { bytes: number, sha256: string } }>(r)
     expect(out.status).toBe('Completed')
@@ -80,7 +80,7 @@ parallelism: 3
       const l = await n.cliJson<LedgerSnapshot>(['actor', 'cmd', '/dms/node/resources/ledger'])
       expect([...l.reservations, ...l.allocations]).toEqual([])
     }
-  })
+  }, 300_000)
 
   it('cancel through the CLI stops the job and releases everything on every node', async () => {
     const file = join(dir, 'sleep.yaml')
@@ -101,5 +101,5 @@ split: { inputs: [a, b, c, d] }
       const l = await n.cliJson<LedgerSnapshot>(['actor', 'cmd', '/dms/node/resources/ledger'])
       expect([...l.reservations, ...l.allocations]).toEqual([])
     }
-  })
+  }, 300_000)
 })

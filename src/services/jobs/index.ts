@@ -254,7 +254,12 @@ function view (r: JobRecord): JobView {
       const x: JobView['parts'][number] = { index: p.index, status: p.status, runs: p.runs.length, exits: p.exits, placements: p.placements }
       const peer = p.result?.peer ?? p.runs.at(-1)?.peer
       if (peer !== undefined) x.peer = peer
-      if (p.result !== undefined) { x.bytes = p.result.bytes; x.sha256 = p.result.sha256 }
+      if (p.result !== undefined) {
+        x.bytes = p.result.bytes
+        x.sha256 = p.result.sha256
+        const run = p.runs.find(r => r.attempt === p.result?.attempt)
+        if (run !== undefined) x.recordedMs = p.result.at - run.startedAt
+      }
       return x
     })
   }

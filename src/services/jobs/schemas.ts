@@ -81,7 +81,7 @@ export const JobView = z.object({
   transitionCount: z.number().int(),
   workers: z.array(z.string()),
   counts: z.object({ parts: z.number().int(), pending: z.number().int(), running: z.number().int(), done: z.number().int(), failed: z.number().int(), runs: z.number().int(), duplicates: z.number().int() }),
-  parts: z.array(z.object({ index: z.number().int(), status: z.enum(PART_STATUSES), runs: z.number().int(), exits: z.number().int(), placements: z.number().int(), peer: z.string().optional(), bytes: z.number().int().optional(), sha256: z.string().optional() })),
+  parts: z.array(z.object({ index: z.number().int(), status: z.enum(PART_STATUSES), runs: z.number().int(), exits: z.number().int(), placements: z.number().int(), peer: z.string().optional(), bytes: z.number().int().optional(), sha256: z.string().optional(), /** Its recorded run, from the coordinator starting it to its result recorded (ms). */ recordedMs: z.number().optional() })),
   result: z.object({ bytes: z.number().int(), sha256: z.string() }).optional(),
   failedPart: z.number().int().optional(),
   stderrTail: z.string().optional()
