@@ -71,7 +71,8 @@ const started: Daemon[] = []
 const dirs: string[] = []
 const nodes: Node[] = []
 try {
-  const env = { DMS_LOG_LEVEL: 'warn' }
+  // the harness knows a daemon is ready by an info line
+  const env = { DMS_LOG_LEVEL: 'info' }
   const a = await startDaemon({ env, readyTimeoutMs: 120_000 })
   started.push(a)
   for (let i = 1; i < MAX_N; i++) {
