@@ -8,6 +8,7 @@ import loggerConfig from './node/logger/config.js'
 import uiToken from './node/ui/token.js'
 import { providerBehaviors } from './deployment/index.js'
 import { deploymentBehaviors } from './node/deployment/index.js'
+import { jobBehaviors } from './node/job/index.js'
 export { orchestratorBehaviors } from './orchestrator/index.js'
 export { allocationBehaviors } from './allocation/index.js'
 import portsList from './node/ports/list.js'
@@ -37,6 +38,7 @@ export const behaviors = [
   uiToken,
   ...providerBehaviors,
   ...deploymentBehaviors,
+  ...jobBehaviors,
   ...channelBehaviors,
   channelsList,
   ...streamBehaviors,

@@ -9,6 +9,7 @@ import type { ActorInfo } from '../src/actor/system.js'
 import type { AllocationControl, ProviderService } from '../src/services/provider/index.js'
 import type { ExecutorStatus } from '../src/services/executors/index.js'
 import type { DeploymentService, OrchestratorControl } from '../src/services/orchestrator/index.js'
+import type { JobService } from '../src/services/jobs/index.js'
 import type { ChannelService } from '../src/channel/index.js'
 import type { StreamService } from '../src/stream/index.js'
 import type { NodeEvents } from '../src/node/events.js'
@@ -35,6 +36,8 @@ export interface Services {
   provider: ProviderService
   /** Deployments this node orchestrates, and its bids as a provider. */
   deployments: DeploymentService
+  /** Jobs this node coordinates: parts on other nodes, results here (specs/jobs.md). */
+  jobs: JobService
   /** Reliable ordered channels between actors (specs/channel.md). */
   channels: ChannelService
   /** Streams between actors: credit-based flow control, liveness on both sides (specs/streams.md). */

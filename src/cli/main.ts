@@ -21,6 +21,7 @@ import { assertDataDir, daemonPassphrase, ensureDataDir, register as registerDae
 import { register as registerPeers } from './commands/peers.js'
 import { register as registerUnlock } from './commands/unlock.js'
 import { register as registerDeploy } from './commands/deploy.js'
+import { register as registerJob } from './commands/job.js'
 import { register as registerEvents } from './commands/events.js'
 import { register as registerUi } from './commands/ui.js'
 
@@ -182,6 +183,7 @@ export function buildProgram (): Command {
     .action((shell: string) => { process.stdout.write(completionScript(program, shell)) })
   program.hook('preAction', async (_program, action) => { await checkDataDir(action) })
   registerDeploy(program)
+  registerJob(program)
   return program
 }
 

@@ -21,6 +21,7 @@ import { createAllocationRuntime } from '../services/allocations/index.js'
 import { createExecutors } from '../services/executors/index.js'
 import { createProviderService, type ProviderService } from '../services/provider/index.js'
 import { createDeploymentService, type DeploymentService } from '../services/orchestrator/index.js'
+import { createJobService, type JobService } from '../services/jobs/index.js'
 import { openDb, type Db } from '../store/db.js'
 import { createChannelService, type ChannelService, type ChannelServiceInit } from '../channel/index.js'
 import { createStreamService, type StreamService, type StreamServiceInit } from '../stream/index.js'
@@ -222,6 +223,16 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
         }
       })()
     })
+    const jobs: JobService = createJobService({
+      db,
+      log: log.child({ part: 'jobs' }),
+      clock: now,
+      dataDir,
+      deployments,
+      root: () => system.root,
+      selfPeer: identity.peerId,
+      connectedPeers: async () => (await network.peers.list()).filter(p => p.connected).map(p => p.id)
+    })
     const channels: ChannelService = createChannelService(opts.channels ?? {}, {
       db,
       root: () => system.root,
@@ -248,6 +259,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
       executors: { status: () => executors.status() },
       provider,
       deployments,
+      jobs,
       channels,
       streams,
       events,
@@ -322,6 +334,9 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
     // Deployments last: resumed orchestrators publish and call providers at once.
     await deployments.start()
     closers.push(async () => { await deployments.stop() })
+    // Jobs after deployments (their parts are deployments); stopped before them.
+    await jobs.start()
+    closers.push(async () => { await jobs.stop() })
     // Channels stop first: their timers and calls end before the actors and the db they use.
     closers.push(async () => { await channels.stop() })
     // Streams before channels: their cancels go out while the actors still run, then their holds on the links go.
