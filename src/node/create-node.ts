@@ -114,7 +114,7 @@ export async function createNode (opts: NodeOptions): Promise<Node> {
   const declared = [...builtinBehaviors, ...allocationBehaviors, ...orchestratorBehaviors, ...(opts.behaviors ?? [])].map(b => b.path)
   let metricSources: MetricsSources | undefined
   const metrics = createMetrics({ behaviors: declared }, () => metricSources)
-  const closers: Array<() => Promise<void>> = []
+  const closers: Array<() => Promise<void>> = [async () => { metrics.stop() }]
   const closeAll = async (): Promise<void> => {
     for (const close of closers.reverse()) {
       try { await close() } catch (err) { log.warn({ err }, 'error while stopping') }

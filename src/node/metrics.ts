@@ -1,3 +1,4 @@
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { ActorObserver } from '../actor/observer.js'
 import type { ActorInfo, DispatchStats } from '../actor/system.js'
@@ -49,6 +50,67 @@ export interface NodeMetrics {
   helloSent: () => void
   /** The text format, for the scrape. */
   scrape: () => Promise<{ contentType: string, body: string }>
+  /** Ends the event-loop sampler (started by the first scrape). */
+  stop: () => void
+}
+
+/**
+ * prom-client samples the event loop every 10 ms (its `eventLoopMonitoringPrecision`): a timer
+ * waking an idle daemon 100 times a second, ~6 millicores each, most of the idle CPU of 100
+ * daemons on one machine (issue 10). Its sampler is parked (this period: the longest a timer
+ * takes, ~24 days) and its eight event-loop gauges replaced by `eventLoopGauges`, which keep
+ * their names and meaning but sample every EVENT_LOOP_SAMPLE_MS, and only once the node has been
+ * scraped: a node no one watches does not pay for watching.
+ */
+const PARKED_SAMPLER_MS = 2 ** 31 - 1
+/** A block of the event loop longer than this is always seen; shorter ones when they overlap a sample. */
+const EVENT_LOOP_SAMPLE_MS = 100
+const EVENT_LOOP_GAUGES = ['lag', 'lag_min', 'lag_max', 'lag_mean', 'lag_stddev', 'lag_p50', 'lag_p90', 'lag_p99'].map(s => `dms_nodejs_eventloop_${s}_seconds`)
+
+/**
+ * prom-client's event-loop gauges, from a sampler started at the first scrape. Node's histogram
+ * records each sample's whole interval; prom-client reported that (10 ms plus the delay); these
+ * report the delay beyond the interval, which is what its help text says. The histogram is reset
+ * at each scrape: the figures are those since the last one (none yet at the first: zeros).
+ */
+function eventLoopGauges (registry: Registry): { stop: () => void } {
+  let sampler: IntervalHistogram | undefined
+  const registers = [registry]
+  const delay = (ns: number): number => Math.max(0, ns / 1e6 - EVENT_LOOP_SAMPLE_MS) / 1e3
+  const gauge = (suffix: string, help: string): Gauge => new Gauge({ name: `dms_nodejs_eventloop_${suffix}_seconds`, help, registers })
+  const min = gauge('lag_min', 'The minimum recorded event loop delay.')
+  const max = gauge('lag_max', 'The maximum recorded event loop delay.')
+  const mean = gauge('lag_mean', 'The mean of the recorded event loop delays.')
+  const stddev = gauge('lag_stddev', 'The standard deviation of the recorded event loop delays.')
+  const p50 = gauge('lag_p50', 'The 50th percentile of the recorded event loop delays.')
+  const p90 = gauge('lag_p90', 'The 90th percentile of the recorded event loop delays.')
+  const p99 = gauge('lag_p99', 'The 99th percentile of the recorded event loop delays.')
+  new Gauge({
+    name: 'dms_nodejs_eventloop_lag_seconds',
+    help: 'Lag of event loop in seconds.',
+    registers,
+    // as prom-client: the time a setImmediate queued now takes to run (set when it has; the
+    // scrape shows the one before) and, from the sampler, the other seven
+    collect () {
+      const start = process.hrtime.bigint()
+      setImmediate(() => { this.set(Number(process.hrtime.bigint() - start) / 1e9) })
+      if (sampler === undefined) {
+        sampler = monitorEventLoopDelay({ resolution: EVENT_LOOP_SAMPLE_MS })
+        sampler.enable()
+      }
+      const h = sampler
+      const sampled = h.count > 0
+      min.set(sampled ? delay(h.min) : 0)
+      max.set(sampled ? delay(h.max) : 0)
+      mean.set(sampled ? delay(h.mean) : 0)
+      stddev.set(sampled ? h.stddev / 1e9 : 0)
+      p50.set(sampled ? delay(h.percentile(50)) : 0)
+      p90.set(sampled ? delay(h.percentile(90)) : 0)
+      p99.set(sampled ? delay(h.percentile(99)) : 0)
+      h.reset()
+    }
+  })
+  return { stop: () => { sampler?.disable(); sampler = undefined } }
 }
 
 /** Keeps a label's distinct values under MAX_LABEL_VALUES. */
@@ -64,7 +126,9 @@ function bounded (): (v: string) => string {
 
 export function createMetrics (init: { behaviors: Iterable<string> }, sources?: () => MetricsSources | undefined): NodeMetrics {
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'dms_' })
+  collectDefaultMetrics({ register: registry, prefix: 'dms_', eventLoopMonitoringPrecision: PARKED_SAMPLER_MS })
+  for (const name of EVENT_LOOP_GAUGES) registry.removeSingleMetric(name)
+  const eventLoop = eventLoopGauges(registry)
   const known = new Set(init.behaviors)
   const behavior = (be: string | undefined): string => be !== undefined && known.has(be) ? be : 'other'
   const outcomeOf = bounded()
@@ -286,7 +350,8 @@ export function createMetrics (init: { behaviors: Iterable<string> }, sources?: 
     observer,
     helloHeard: () => { hello.inc({ direction: 'received' }) },
     helloSent: () => { hello.inc({ direction: 'sent' }) },
-    scrape: async () => ({ contentType: registry.contentType, body: await registry.metrics() })
+    scrape: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+    stop: () => { eventLoop.stop() }
   }
 }
 
@@ -294,6 +359,7 @@ export function createMetrics (init: { behaviors: Iterable<string> }, sources?: 
 export async function metricsMarkdown (): Promise<string> {
   const m = createMetrics({ behaviors: [] })
   const json = await m.registry.getMetricsAsJSON()
+  m.stop()
   const labels = new Map(m.registry.getMetricsAsArray().map(x => [x.name, (x as unknown as { labelNames?: string[] }).labelNames ?? []]))
   const rows = json
     .map(j => ({ name: j.name, type: String(j.type), help: j.help, labels: labels.get(j.name) ?? [] }))
@@ -309,7 +375,10 @@ export async function metricsMarkdown (): Promise<string> {
     'are bounded: behaviour paths the node does not declare are counted as `other`, and labels fed',
     `by outside input keep at most ${MAX_LABEL_VALUES} distinct values (later ones: \`other\`). Gauges of state are`,
     'computed at scrape time from the services themselves. `dms_process_*` and `dms_nodejs_*` are',
-    'prom-client\'s default Node.js process metrics, with the `dms_` prefix.',
+    'prom-client\'s default Node.js process metrics, with the `dms_` prefix, except that the event',
+    `loop is sampled every ${EVENT_LOOP_SAMPLE_MS} ms (not 10) and only from the first scrape on: the`,
+    '`dms_nodejs_eventloop_lag_*` gauges are the delays beyond that period since the previous scrape',
+    '(zeros at the first). A node no one scrapes is not woken to sample.',
     '',
     '| name | type | labels | help |',
     '|---|---|---|---|',

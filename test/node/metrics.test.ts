@@ -31,3 +31,36 @@ describe('node metrics: label bounding', () => {
     expect(reasons).toContain('other')
   })
 })
+
+/**
+ * Issue 10: prom-client's event-loop sampler woke every daemon 100 times a second. The node's own
+ * samples only once it is scraped, and reports the delay beyond its sampling period.
+ */
+describe('node metrics: event loop', () => {
+  const gauge = async (m: ReturnType<typeof createMetrics>, name: string): Promise<number> =>
+    (await m.registry.getSingleMetric(name)!.get()).values[0]?.value ?? NaN
+
+  it('samples nothing before the first scrape, then sees the loop blocked', async () => {
+    const m = createMetrics({ behaviors: [] })
+    try {
+      // the first scrape starts the sampler: nothing sampled yet, every figure 0
+      await m.scrape()
+      expect(await gauge(m, 'dms_nodejs_eventloop_lag_max_seconds')).toBe(0)
+      expect(await gauge(m, 'dms_nodejs_eventloop_lag_p50_seconds')).toBe(0)
+      // Node's histogram records from the sampler's second tick on (the first only marks the
+      // time): a timer due after its first tick (100 ms) runs after it, whatever the load
+      await new Promise(resolve => setTimeout(resolve, 250))
+      // block the loop for 400 ms: the next sample fires at least 300 ms late
+      const until = Date.now() + 400
+      while (Date.now() < until) { /* busy */ }
+      // and lands before a timer due after it
+      await new Promise(resolve => setTimeout(resolve, 1))
+      await m.scrape()
+      expect(await gauge(m, 'dms_nodejs_eventloop_lag_max_seconds')).toBeGreaterThanOrEqual(0.2)
+      // the names prom-client registered are there once each: no duplicate registration
+      expect(m.registry.getMetricsAsArray().filter(x => x.name.startsWith('dms_nodejs_eventloop_lag')).length).toBe(8)
+    } finally {
+      m.stop()
+    }
+  })
+})
