@@ -125,7 +125,8 @@ export class VirtualClock {
   }
 
   cancel (id: unknown): void {
-    const n = typeof id === 'object' && id !== null ? Number(id) : Number(id)
+    // a VirtualTimeout converts to its id
+    const n = Number(id)
     const t = this.byId.get(n)
     if (t === undefined) return
     t.cancelled = true
@@ -148,7 +149,6 @@ export class VirtualClock {
   install (): void {
     if (this.installed) return
     this.installed = true
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const clock = this
     const g = globalThis as Record<string, unknown>
     g.setTimeout = (fn: Callback, ms?: number, ...args: unknown[]) => new VirtualTimeout(clock.schedule(fn, ms ?? 0, args), clock)
