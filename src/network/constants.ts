@@ -18,6 +18,23 @@ export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 export const DEFAULT_HELLO_INTERVAL_MS = 30_000
 
 /**
+ * K of the rate-scaled hello (hello.ts, specs/membership.md): a node knowing n peers announces
+ * every interval × max(1, n / K), so a network of any size publishes ~K periodic hellos per
+ * interval and each node hears O(1) per second. Up to K peers nothing changes (the 20-daemon
+ * convergence test, small clusters); at 32 a node hears about one periodic hello a second.
+ */
+export const HELLO_PEERS_PER_INTERVAL = 32
+
+/** Each period is jittered by ± this fraction, so nodes started together spread their hellos. */
+export const HELLO_JITTER = 0.25
+
+/**
+ * A peer whose hellos stopped is forgotten (unless connected) once it missed this many of its
+ * periods: one lost hello (gossip loss, a partition) does not forget a live peer.
+ */
+export const HELLO_EXPIRY_PERIODS = 3
+
+/**
  * Bytes kept of an oversized inbound frame: the envelope's 5-byte prefix (version + header
  * length) and the largest header, so the receiver can read who to answer (envelope.ts).
  */

@@ -1,5 +1,7 @@
 import type { Logger } from '../lib/log.js'
-import { HELLO_SCORE_MUTUAL, HELLO_SCORE_NONE, HELLO_SCORE_ONE_SIDED, HELLO_TOPIC, MAX_HANDSHAKES } from './constants.js'
+import {
+  HELLO_EXPIRY_PERIODS, HELLO_JITTER, HELLO_PEERS_PER_INTERVAL, HELLO_SCORE_MUTUAL, HELLO_SCORE_NONE, HELLO_SCORE_ONE_SIDED, HELLO_TOPIC, MAX_HANDSHAKES
+} from './constants.js'
 
 /**
  * What the actor layer gives the network so it can say hello; the network decides *when*.
@@ -128,25 +130,57 @@ const HELLO_STREAM_WAIT_MAX = 80 // 2 s
 const HELLO_STOP_WAIT_MS = 2_000
 
 /**
+ * How the periodic hello scales with the network (specs/membership.md). Every node announcing
+ * every interval makes each node hear N hellos per interval: O(N) per node, O(N²) in all. The
+ * period is instead rate-scaled (as Consul scales its anti-entropy): `intervalMs × max(1, n / K)`
+ * for a node that knows n peers, so the whole network publishes about K periodic hellos per
+ * interval whatever its size, and each node hears O(1) of them. A join is still announced at
+ * once (at start, and by the neighbours a new subscriber reaches), so it is learned in one gossip
+ * round, not one period.
+ */
+export interface HelloPacing {
+  /** Peers this node knows now (its peer book's size). Absent: 0, i.e. every `intervalMs`. */
+  knownPeers?: () => number | Promise<number>
+  /** K above (default HELLO_PEERS_PER_INTERVAL); `Infinity` is the old every-interval rule. */
+  peersPerInterval?: number
+  /**
+   * Dead-node removal, run after each periodic hello: forget peers last heard before `cutoff`
+   * (unix ms) = now − HELLO_EXPIRY_PERIODS periods, i.e. that missed that many of their hellos.
+   */
+  forgetSilent?: (cutoff: number) => Promise<void>
+}
+
+/** The period of a node that knows `known` peers (before jitter). */
+export function helloPeriod (intervalMs: number, known: number, peersPerInterval = HELLO_PEERS_PER_INTERVAL): number {
+  return Math.round(intervalMs * Math.max(1, known / peersPerInterval))
+}
+
+/**
  * Decides when to announce: at start, when the hello topic gains a subscribed peer (so a new
- * node is known everywhere within a gossip round, not on a slow timer), and on an interval.
- * At most one announce runs at a time; triggers that arrive meanwhile fold into one more.
+ * node is known everywhere within a gossip round, not on a slow timer), and periodically, every
+ * `helloPeriod()` ± HELLO_JITTER (jittered so that nodes started together do not announce
+ * together). At most one announce runs at a time; triggers that arrive meanwhile fold into one more.
  */
 export class HelloAnnouncer {
   private callbacks?: HelloCallbacks
-  private timer?: ReturnType<typeof setInterval>
+  private timer?: ReturnType<typeof setTimeout>
   private running = false
   private inFlight?: Promise<void>
   private again = false
   /** New hello subscribers whose outbound stream we wait for: peer → checks left. */
   private readonly waiting = new Map<string, number>()
   private waitTimer?: ReturnType<typeof setTimeout>
+  /** The current period (before jitter), ms. */
+  period: number
 
   constructor (
     private readonly pubsub: SubscriptionEvents,
     private readonly intervalMs: number,
-    private readonly log: Logger
-  ) {}
+    private readonly log: Logger,
+    private readonly pacing: HelloPacing = {}
+  ) {
+    this.period = intervalMs
+  }
 
   setCallbacks (cb: HelloCallbacks): void { this.callbacks = cb }
   get greet (): ((peerId: string) => Promise<void>) | undefined { return this.callbacks?.greet }
@@ -177,22 +211,49 @@ export class HelloAnnouncer {
     }, HELLO_STREAM_CHECK_MS)
   }
 
-  start (): void {
+  /**
+   * `announce: false` starts silent, the first periodic hello at a random point of the first
+   * period: for a simulator starting a network that has already converged (warm start).
+   */
+  start (opts: { announce?: boolean } = {}): void {
     if (this.running) return
     this.running = true
     if (this.callbacks === undefined) this.log.warn('no hello callbacks set: this node will not announce itself')
     this.pubsub.addEventListener('subscription-change', this.onSubscriptionChange)
-    this.timer = setInterval(() => { this.trigger() }, this.intervalMs)
-    // The interval must never keep a stopping process alive.
+    if (opts.announce === false) {
+      void this.schedule(Math.random())
+    } else {
+      void this.schedule()
+      this.trigger()
+    }
+  }
+
+  /** Arms the next periodic hello, `fraction` (jittered by default) of a period from now. */
+  private async schedule (fraction = 1 + HELLO_JITTER * (2 * Math.random() - 1)): Promise<void> {
+    let known = 0
+    try { known = await this.pacing.knownPeers?.() ?? 0 } catch (err) { this.log.warn({ err }, 'could not count the known peers') }
+    if (!this.running) return
+    this.period = helloPeriod(this.intervalMs, known, this.pacing.peersPerInterval)
+    this.timer = setTimeout(() => { this.timer = undefined; this.periodic() }, Math.round(this.period * fraction))
+    // The timer must never keep a stopping process alive.
     this.timer.unref()
+  }
+
+  private periodic (): void {
+    if (!this.running) return
     this.trigger()
+    const forget = this.pacing.forgetSilent
+    if (forget !== undefined) {
+      forget(Date.now() - HELLO_EXPIRY_PERIODS * this.period).catch((err: unknown) => { this.log.warn({ err }, 'could not forget silent peers') })
+    }
+    void this.schedule()
   }
 
   /** Resolves when no announce is in flight any more (waiting at most HELLO_STOP_WAIT_MS). */
   async stop (): Promise<void> {
     this.running = false
     this.pubsub.removeEventListener('subscription-change', this.onSubscriptionChange)
-    if (this.timer !== undefined) clearInterval(this.timer)
+    if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
     if (this.waitTimer !== undefined) clearTimeout(this.waitTimer)
     this.waitTimer = undefined

@@ -176,7 +176,11 @@ export async function createNetwork (init: NetworkInit = {}, components: Network
       node.peerStore.delete(peerIdFromString(id)).catch((err: unknown) => { log.debug({ err, peer: id }, 'could not forget an evicted peer') })
     }
   })
-  const announcer = new HelloAnnouncer(node.services.pubsub, init.helloIntervalMs ?? DEFAULT_HELLO_INTERVAL_MS, log.child({ part: 'hello' }))
+  // rate-scaled hello and dead-node removal (hello.ts, specs/membership.md)
+  const announcer = new HelloAnnouncer(node.services.pubsub, init.helloIntervalMs ?? DEFAULT_HELLO_INTERVAL_MS, log.child({ part: 'hello' }), {
+    knownPeers: async () => await book.size(),
+    forgetSilent: async (cutoff) => { await book.forgetSilent(cutoff) }
+  })
   const listeners = new Set<(e: NetworkEvent) => void>()
   const tell = (e: NetworkEvent): void => {
     for (const l of listeners) {

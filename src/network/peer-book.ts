@@ -88,14 +88,46 @@ export class PeerBook {
    * recent), `did` and `lastHelloAt` replace the old values when given.
    */
   async merge (id: string, update: { did?: string, addrs?: string[], lastHelloAt?: string }): Promise<PeerRecord> {
+    return await this.serial(id, async () => await this.mergeNow(id, update))
+  }
+
+  /** Runs `fn` after every pending change of the peer's record (read-modify-write never interleaves). */
+  private async serial<T> (id: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.pending.get(id) ?? Promise.resolve()
-    const next = prev.catch(() => {}).then(async () => await this.mergeNow(id, update))
+    const next = prev.catch(() => {}).then(fn)
     this.pending.set(id, next)
     try {
       return await next
     } finally {
       if (this.pending.get(id) === next) this.pending.delete(id)
     }
+  }
+
+  /**
+   * Dead-node removal (specs/membership.md): forgets every peer whose last hello is older than
+   * `cutoff` (unix ms) and that is not connected now, as eviction does. A peer never heard in a
+   * hello (an address dialled on purpose) is kept. Returns how many were forgotten.
+   */
+  async forgetSilent (cutoff: number): Promise<number> {
+    const order = await this.loadOrder()
+    const stale = (r: PeerRecord | undefined): boolean => r?.lastHelloAt !== undefined && Date.parse(r.lastHelloAt) < cutoff
+    const connected = new Set(this.c.connected?.() ?? [])
+    let forgotten = 0
+    for (const r of await this.all()) {
+      if (!stale(r) || connected.has(r.id)) continue
+      // re-read in the peer's chain: a hello merged meanwhile keeps it
+      const gone = await this.serial(r.id, async () => {
+        if (!stale(await this.get(r.id))) return false
+        await this.store.del(r.id)
+        order.delete(r.id)
+        return true
+      })
+      if (gone) {
+        forgotten++
+        this.c.onEvict?.(r.id)
+      }
+    }
+    return forgotten
   }
 
   private async mergeNow (id: string, update: { did?: string, addrs?: string[], lastHelloAt?: string }): Promise<PeerRecord> {
