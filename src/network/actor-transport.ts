@@ -10,7 +10,6 @@ import {
 } from './constants.js'
 import { encodeFrame, FrameReader, type FrameEvent } from './frame-codec.js'
 import { scoreTopic } from './gossip-score.js'
-import { StageTiming } from '../actor/stage-timing.js'
 
 /**
  * The libp2p actor transport: one long-lived stream per peer on `/dms/actor/1.0.0` carries
@@ -107,46 +106,26 @@ interface Channel {
 }
 
 /**
- * Frames read from every actor stream are delivered for at most this long in all per event-loop
- * turn (one budget for the node, not one per stream), round-robin across the streams that have
- * frames waiting, FRAMES_PER_SHARE at a time. A turn's other work (socket reads, Noise, yamux,
- * reply writes) comes on top, so a frame from a quiet peer — delivered as it is read — waits for
- * at most one such turn, however many busy peers there are and however much they sent.
+ * How long one stream's frames are delivered for in one event-loop turn before the other streams
+ * get theirs (checked every 8 frames). A peer that sends thousands of requests at once then holds
+ * up a request from a quiet peer by one round of the busy streams, ~2 ms each, not by everything
+ * they sent; quick frames still go hundreds to a turn, so their replies leave in large writes.
  */
-const TURN_BUDGET_MS = 3
-/**
- * Frames of one stream delivered before the next stream's turn (and between budget checks):
- * enough that replies leave in batches of a few dozen, few enough that a round of ten busy
- * streams costs about one budget.
- */
-const FRAMES_PER_SHARE = 16
+const TURN_BUDGET_MS = 2
 
-/** A FIFO (an array with a read index: shift() in O(1)). */
-class FrameQueue<T> {
-  private items: T[] = []
+/** A FIFO of frame events (an array with a read index: shift() in O(1)). */
+class FrameQueue {
+  private items: FrameEvent[] = []
   private head = 0
   get length (): number { return this.items.length - this.head }
-  push (v: T): void { this.items.push(v) }
-  shift (): T | undefined {
+  push (evs: FrameEvent[]): void { for (const ev of evs) this.items.push(ev) }
+  shift (): FrameEvent | undefined {
     if (this.head >= this.items.length) return undefined
     const ev = this.items[this.head]
     this.head++
     if (this.head === this.items.length) { this.items = []; this.head = 0 } else if (this.head > 1024 && this.head * 2 > this.items.length) { this.items = this.items.slice(this.head); this.head = 0 }
     return ev
   }
-
-  clear (): void { this.items = []; this.head = 0 }
-}
-
-/** One actor stream's frames read and not yet delivered. */
-interface Backlog {
-  readonly frames: FrameQueue<FrameEvent>
-  /** When each waiting frame was read (performance.now), only while stage timing is on. */
-  readonly readAt: FrameQueue<number> | undefined
-  readonly origin: FrameOrigin
-  readonly stream: Stream
-  /** Lets the stream emit what it buffered while paused (its frames are all delivered). */
-  readonly resume: () => void
 }
 
 /**
@@ -220,17 +199,12 @@ class Libp2pActorTransport implements ActorTransport {
   private stopping = new AbortController()
   private readonly node: Libp2p<{ pubsub: GossipSub }>
   private readonly log: Logger
-  /** Streams with frames waiting for delivery; Set order is the round-robin order. */
-  private readonly waiting = new Set<Backlog>()
-  private roundScheduled = false
-  private readonly timing: StageTiming
 
   constructor (init: ActorTransportInit, private readonly components: ActorTransportComponents) {
     this.node = components.node
     this.log = components.log
     this.peerId = components.node.peerId.toString()
     this.maxFrameBytes = init.maxFrameBytes
-    this.timing = new StageTiming(components.log)
   }
 
   setReceiver (receiver: FrameReceiver): void {
@@ -261,7 +235,6 @@ class Libp2pActorTransport implements ActorTransport {
     this.stopping.abort(new NotRunning('the network is stopping'))
     this.node.services.pubsub.removeEventListener('message', this.onGossip)
     this.node.removeEventListener('peer:disconnect', this.onDisconnect)
-    this.timing.stop()
     for (const t of this.topics) this.node.services.pubsub.topicValidators.delete(t)
     await this.node.unhandle(ACTOR_PROTOCOL).catch(() => {})
     const channels = [...this.channels.values()]
@@ -274,7 +247,6 @@ class Libp2pActorTransport implements ActorTransport {
       this.failAll(c, new NotRunning('the network stopped before the frame was sent'))
       for (const item of c.inDrain ?? []) item.done(new NotRunning('the network stopped before the frame was confirmed'))
     }
-    this.waiting.clear()
     const streams = channels.flatMap(c => [...c.streams])
     // The connections close right after (libp2p stop); an abort discards nothing still wanted.
     for (const s of streams) s.abort(new NotRunning('the network is stopping'))
@@ -550,37 +522,49 @@ class Libp2pActorTransport implements ActorTransport {
     channel.streams.add(stream)
     const origin: FrameOrigin = { peer, via: 'direct' }
     const reader = new FrameReader(this.maxFrameBytes, OVERSIZE_HEAD_BYTES)
-    // Frames read but not yet delivered. A stream with none waiting has its frames delivered as
-    // they are read, up to a share; the rest wait for the delivery rounds (round-robin across
-    // streams, one budget per turn), and meanwhile the stream is paused: yamux then stops
+    // Frames read but not yet delivered: they are delivered for at most TURN_BUDGET_MS per
+    // event-loop turn, so a peer that sends thousands at once cannot make every other peer wait behind
+    // them (fair share per stream). While some wait, the stream is paused: yamux then stops
     // granting the sender window, and the backlog is bounded by the window.
-    const backlog: Backlog = {
-      frames: new FrameQueue(),
-      readAt: this.timing.enabled ? new FrameQueue() : undefined,
-      origin,
-      stream,
-      resume: () => {
-        if (stream.readStatus !== 'paused') return
-        try {
-          stream.resume()
-        } catch (err) {
-          this.log.debug({ err, peer }, 'could not resume an actor stream')
-        }
+    const backlog = new FrameQueue()
+    let scheduled = false
+    const deliverSome = (): void => {
+      scheduled = false
+      const until = performance.now() + TURN_BUDGET_MS
+      for (let n = 1; ; n++) {
+        const ev = backlog.shift()
+        if (ev === undefined) break
+        this.deliver(ev, origin, stream)
+        if (n % 8 === 0 && performance.now() >= until) break
+      }
+      if (backlog.length > 0) {
+        scheduled = true
+        if (stream.status === 'open' && stream.readStatus === 'readable') stream.pause()
+        setImmediate(deliverSome)
+      } else {
+        resumeReading()
       }
     }
+    /** Lets the stream emit what it buffered while paused (a message event, handled at once). */
+    const resumeReading = (): void => {
+      if (stream.readStatus !== 'paused') return
+      try {
+        stream.resume()
+      } catch (err) {
+        this.log.debug({ err, peer }, 'could not resume an actor stream')
+      }
+    }
+
     const onMessage = (evt: StreamMessageEvent): void => {
       channel.heardAt = Date.now()
       const data = evt.data
       const pieces: Iterable<Uint8Array> = data instanceof Uint8Array ? [data] : data
-      const at = backlog.readAt !== undefined ? performance.now() : 0
       for (const piece of pieces) {
-        for (const ev of reader.push(piece)) { backlog.frames.push(ev); backlog.readAt?.push(at) }
+        backlog.push(reader.push(piece))
         if (reader.failed) break
       }
-      // Frames already waiting go first (the rounds deliver them); otherwise a share now.
-      if (this.waiting.has(backlog)) return
-      this.deliverShare(backlog)
-      if (backlog.frames.length > 0) this.wait(backlog)
+      // Frames already waiting go first; otherwise deliver in this turn (the quick path).
+      if (!scheduled) deliverSome()
     }
     const onRemoteCloseWrite = (): void => {
       // The remote will write no more here (it retired this stream or is shutting down):
@@ -591,8 +575,8 @@ class Libp2pActorTransport implements ActorTransport {
     }
     const onClose = (): void => {
       // Bytes that arrived while the stream was paused are still delivered: resuming emits them
-      // (into the backlog, which the rounds deliver) before the listener goes.
-      backlog.resume()
+      // (into the backlog) before the listener goes.
+      resumeReading()
       stream.removeEventListener('message', onMessage)
       stream.removeEventListener('remoteCloseWrite', onRemoteCloseWrite)
       channel.streams.delete(stream)
@@ -628,58 +612,6 @@ class Libp2pActorTransport implements ActorTransport {
     if (aOurs === bOurs) return a.timeline.open >= b.timeline.open ? a : b
     const keepOurs = this.peerId < peer
     return aOurs === keepOurs ? a : b
-  }
-
-  /** The stream's frames wait for the rounds; it is paused meanwhile. */
-  private wait (b: Backlog): void {
-    this.waiting.add(b)
-    if (b.stream.status === 'open' && b.stream.readStatus === 'readable') b.stream.pause()
-    if (!this.roundScheduled) {
-      this.roundScheduled = true
-      setImmediate(this.round)
-    }
-  }
-
-  /** Delivers up to FRAMES_PER_SHARE of the stream's waiting frames. */
-  private deliverShare (b: Backlog): void {
-    for (let n = 0; n < FRAMES_PER_SHARE; n++) {
-      const ev = b.frames.shift()
-      if (ev === undefined) return
-      if (b.readAt === undefined) {
-        this.deliver(ev, b.origin, b.stream)
-      } else {
-        const readAt = b.readAt.shift() as number
-        const start = performance.now()
-        this.deliver(ev, b.origin, b.stream)
-        this.timing.frame(b.origin.peer, readAt, start, performance.now())
-      }
-    }
-  }
-
-  /**
-   * One delivery round (once per event-loop turn while frames wait): a share of each waiting
-   * stream in turn, round-robin, until none waits or TURN_BUDGET_MS is spent; the next round
-   * goes on with the stream after the last one served.
-   */
-  private readonly round = (): void => {
-    this.roundScheduled = false
-    const start = performance.now()
-    const until = start + TURN_BUDGET_MS
-    while (this.waiting.size > 0) {
-      const b = this.waiting.values().next().value as Backlog
-      this.waiting.delete(b)
-      this.deliverShare(b)
-      // resume() emits what the stream buffered while paused: onMessage delivers a share of it
-      // or puts the stream back in line
-      if (b.frames.length > 0) this.waiting.add(b); else b.resume()
-      if (performance.now() >= until) break
-    }
-    const more = this.waiting.size > 0
-    if (this.timing.enabled) this.timing.roundRan(start, performance.now(), more)
-    if (more && !this.roundScheduled && this.running) {
-      this.roundScheduled = true
-      setImmediate(this.round)
-    }
   }
 
   private deliver (ev: FrameEvent, origin: FrameOrigin, stream: Stream): void {
