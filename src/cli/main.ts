@@ -17,6 +17,7 @@ import { register as registerCap } from './commands/cap.js'
 import { register as registerOnboard } from './commands/onboard.js'
 import { register as registerNode } from './commands/node.js'
 import { register as registerAlloc } from './commands/alloc.js'
+import { register as registerVm } from './commands/vm.js'
 import { assertDataDir, daemonPassphrase, ensureDataDir, register as registerDaemon, runDetached } from './commands/daemon.js'
 import { register as registerPeers } from './commands/peers.js'
 import { register as registerUnlock } from './commands/unlock.js'
@@ -172,6 +173,7 @@ export function buildProgram (): Command {
   registerOnboard(program)
   registerNode(program)
   registerAlloc(program)
+  registerVm(program)
   registerDaemon(program)
   registerPeers(program)
   registerUnlock(program)

@@ -176,7 +176,7 @@ describe('deployments on a provider node', () => {
   it('says which executors work here', async () => {
     const status = await call<{ executors: Array<{ name: string, available: boolean }> }>('/dms/node/status', {})
     expect(status.executors.find(e => e.name === 'process')).toMatchObject({ available: true })
-    expect(status.executors.map(e => e.name)).toEqual(['process', 'docker'])
+    expect(status.executors.map(e => e.name)).toEqual(['process', 'docker', 'vm'])
   })
 
   it('re-adopts a running service after the node restarts, with the same actor key', async () => {

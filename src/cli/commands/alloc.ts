@@ -3,6 +3,7 @@ import type { Command } from 'commander'
 import type { Handle } from '../../actor/types.js'
 import { InvalidArgument, NotFound, NotRunning } from '../../lib/errors.js'
 import { formatSize, parseCores, parseSize } from '../../lib/units.js'
+import { EXECUTOR_NAMES } from '../../services/executors/types.js'
 import type { AllocateReply, AllocationView, CommitReply } from '../../services/provider/schemas.js'
 import { callBehavior, openSession, streamBehavior, type Session } from '../call.js'
 import { progress } from '../progress.js'
@@ -12,8 +13,8 @@ interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, ti
 interface RunOpts extends CommonOpts {
   executor: string
   type: string
-  cpu: string
-  ram: string
+  cpu?: string
+  ram?: string
   disk: string
   port?: string[]
   env?: string[]
@@ -23,6 +24,15 @@ interface RunOpts extends CommonOpts {
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+/**
+ * `--cpu` and `--ram` when not given: enough for a small process. A VM's guest needs 96 MiB to
+ * boot (vm/constants.ts), and its CPU is a quota on QEMU: at 0.1 cores a boot under emulation
+ * takes ten times its ~2 s.
+ */
+const DEFAULT_CPU = '0.1'
+const DEFAULT_RAM = '64MiB'
+const DEFAULT_VM_CPU = '1'
+const DEFAULT_VM_RAM = '128MiB'
 /** A long poll asks the daemon to answer within this (the envelope lifetime allows 10 min). */
 const POLL_MS = 5 * 60_000
 /** Polls of one `--wait` or `--follow`: bounded, as every loop (about 3 days of 5-minute polls). */
@@ -71,10 +81,10 @@ export function register (program: Command): void {
     .description('commit, allocate and start one allocation on the local node; prints {id, handle, status} (with --wait: {id, status, exitCode} once a task ended, exit 1 if it failed)')
     .usage('[options] -- CMD [ARG...]')
     .argument('[cmd...]', 'the command and its arguments (after --)')
-    .option('--executor <name>', 'process | docker', 'process')
+    .option('--executor <name>', 'process | docker | vm (firecracker: vm)', 'process')
     .option('--type <type>', 'task (runs to completion) | service (kept running)', 'task')
-    .option('--cpu <cores>', 'CPU cores reserved and enforced (fractions allowed)', '0.1')
-    .option('--ram <size>', 'RAM reserved and enforced (e.g. 64MiB, 1GiB)', '64MiB')
+    .option('--cpu <cores>', 'CPU cores reserved and enforced (fractions allowed; default 0.1, for a VM 1)')
+    .option('--ram <size>', 'RAM reserved and enforced (e.g. 64MiB, 1GiB; default 64MiB, for a VM 128MiB: its guest needs 96MiB to boot)')
     .option('--disk <size>', 'disk reserved (e.g. 0B, 1GiB)', '0B')
     .option('--port <[public:]private>', 'a port of the workload, public one leased on the node (repeatable)', collect)
     .option('--env <KEY=VALUE>', 'an environment variable of the workload (repeatable; nothing else of yours is passed)', collect)
@@ -84,10 +94,13 @@ export function register (program: Command): void {
     .addHelpText('after', '\nExamples:\n  dms alloc run --wait -- echo hello\n  dms alloc run --type service --port 8080 -- python3 -m http.server 8080\n  dms alloc run --executor docker --image localhost/dms-busybox:latest --wait -- echo hi')
     .action(async (cmd: string[], o: RunOpts) => {
       const g = globalsFrom(o)
-      if (!['process', 'docker'].includes(o.executor)) throw new InvalidArgument(`unknown executor '${o.executor}' (process | docker)`, { field: 'executor' })
+      // DMS names its micro-VM executor firecracker: dms runs those in its vm executor.
+      if (o.executor === 'firecracker') o.executor = 'vm'
+      if (!(EXECUTOR_NAMES as readonly string[]).includes(o.executor)) throw new InvalidArgument(`unknown executor '${o.executor}' (${EXECUTOR_NAMES.join(' | ')})`, { field: 'executor' })
       if (!['task', 'service'].includes(o.type)) throw new InvalidArgument(`unknown type '${o.type}' (task | service)`, { field: 'type' })
-      if (cmd.length === 0 && o.executor === 'process') throw new InvalidArgument('dms alloc run needs a command after --, e.g. dms alloc run -- echo hello')
-      const resources = { cpuCores: parseCores(o.cpu), ramBytes: parseSize(o.ram, '--ram'), diskBytes: parseSize(o.disk, '--disk') }
+      if (cmd.length === 0 && o.executor !== 'docker') throw new InvalidArgument('dms alloc run needs a command after --, e.g. dms alloc run -- echo hello')
+      const vm = o.executor === 'vm'
+      const resources = { cpuCores: parseCores(o.cpu ?? (vm ? DEFAULT_VM_CPU : DEFAULT_CPU)), ramBytes: parseSize(o.ram ?? (vm ? DEFAULT_VM_RAM : DEFAULT_RAM), '--ram'), diskBytes: parseSize(o.disk, '--disk') }
       const spec: Record<string, unknown> = { type: o.type, executor: o.executor }
       if (cmd.length > 0) spec.command = cmd
       if (o.image !== undefined) spec.image = o.image

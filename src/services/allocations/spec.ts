@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { BadRequest } from '../../lib/errors.js'
+import { EXECUTOR_NAMES } from '../executors/types.js'
 import {
   DEFAULT_HEALTH, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, DEFAULT_RESTART, DEFAULT_STOP_GRACE_MS,
   MAX_LOG_KEEP, MAX_STOP_GRACE_MS, MAX_TRANSITIONS, MIN_HEALTH_INTERVAL_MS, MIN_LOG_MAX_BYTES
@@ -79,7 +80,7 @@ export type AllocationPort = z.infer<typeof PortSchema>
 export const AllocationSpecSchema = z.strictObject({
   /** task: runs to completion; service: kept running under its restart policy. */
   type: z.enum(['task', 'service']),
-  executor: z.enum(['process', 'docker']).default('process'),
+  executor: z.enum(EXECUTOR_NAMES).default('process'),
   /** process: argv (argv[0] on the spec's PATH, no shell); docker: the container's Cmd. */
   command: z.array(z.string()).min(1).optional(),
   /** docker only. */
@@ -108,11 +109,13 @@ export const AllocationSpecSchema = z.strictObject({
   }).prefault({})
 }).superRefine((s, ctx) => {
   const issue = (path: Array<string | number>, message: string): void => { ctx.addIssue({ code: 'custom', path, message }) }
-  if (s.executor === 'process') {
-    if (s.command === undefined) issue(['command'], 'the process executor needs a command')
-    if (s.image !== undefined) issue(['image'], 'the process executor runs no images')
-    if (s.entrypoint !== undefined) issue(['entrypoint'], 'the process executor has no entrypoint: put the whole argv in command')
+  if (s.executor === 'process' || s.executor === 'vm') {
+    if (s.command === undefined) issue(['command'], `the ${s.executor} executor needs a command`)
+    if (s.image !== undefined) issue(['image'], `the ${s.executor} executor runs no images`)
+    if (s.entrypoint !== undefined) issue(['entrypoint'], `the ${s.executor} executor has no entrypoint: put the whole argv in command`)
   }
+  // A VM has no network device yet: a port could not be reached.
+  if (s.executor === 'vm' && s.ports.length > 0) issue(['ports'], 'the vm executor gives its guests no network yet: no ports')
   if (s.executor === 'docker' && s.image === undefined) issue(['image'], 'the docker executor needs an image')
   if (s.type === 'task') {
     if (s.restart !== undefined && s.restart.policy !== 'never') issue(['restart', 'policy'], 'a task runs once: only policy never applies')
@@ -179,7 +182,7 @@ export const NEXT: Record<AllocationStatus, readonly AllocationStatus[]> = {
 }
 
 export const WorkloadRefSchema = z.object({
-  executor: z.enum(['process', 'docker']),
+  executor: z.enum(EXECUTOR_NAMES),
   allocationId: z.string(),
   id: z.string(),
   startTime: z.string(),
@@ -202,7 +205,7 @@ export type HealthState = z.infer<typeof HealthStateSchema>
 export const AllocationRecordSchema = z.object({
   id: z.string(),
   type: z.enum(['task', 'service']),
-  executor: z.enum(['process', 'docker']),
+  executor: z.enum(EXECUTOR_NAMES),
   spec: AllocationSpecSchema,
   status: z.enum(STATUSES),
   /** Why it is in this status, in words a person reads. */

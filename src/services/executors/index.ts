@@ -3,29 +3,32 @@ import { BadRequest, ExecutorUnavailable, InvalidConfig } from '../../lib/errors
 import type { Logger } from '../../lib/log.js'
 import { createDockerExecutor, type DockerExecutorInit } from './docker.js'
 import { createProcessExecutor, type ProcessExecutorInit } from './process.js'
-import type { Executor, ExecutorName } from './types.js'
+import { EXECUTOR_NAMES, type Executor, type ExecutorName } from './types.js'
+import { createVmExecutor, type VmExecutorInit } from './vm.js'
 
 export type * from './types.js'
 export { createProcessExecutor } from './process.js'
 export { createDockerExecutor } from './docker.js'
+export { createVmExecutor } from './vm.js'
 
-/** Every executor dms knows, in the order they are offered. */
-export const EXECUTOR_NAMES: readonly ExecutorName[] = ['process', 'docker']
+export { EXECUTOR_NAMES } from './types.js'
 
 /**
  * The executors a node offers: each one known is built and probed at start, and only those that
  * work here are offered (`available`, which the allocation runtime gets). `status()` says for each
  * whether it is available and why (for `/dms/node/status`): the process executor names the
- * limits it enforces, the docker executor the engine that answered, or why none did.
+ * limits it enforces, the docker executor the engine that answered, or why none did, the vm
+ * executor the acceleration (KVM or TCG) and the guest, or what is missing (QEMU, kernel, initramfs).
  */
 export interface ExecutorsInit {
   nodeId: string
-  /** The node's data dir: the process executor keeps its registry in `<dataDir>/executors/process`. */
+  /** The node's data dir: the process and vm executors keep their registries in `<dataDir>/executors/<name>`. */
   dataDir: string
   /** Which executors to build (default all of EXECUTOR_NAMES). */
   enabled?: string[]
   process?: Omit<ProcessExecutorInit, 'nodeId' | 'stateDir'>
   docker?: Omit<DockerExecutorInit, 'nodeId'>
+  vm?: Omit<VmExecutorInit, 'nodeId' | 'stateDir'>
 }
 
 export interface ExecutorsComponents {
@@ -68,9 +71,12 @@ export function createExecutors (init: ExecutorsInit, components: ExecutorsCompo
   const available: Partial<Record<ExecutorName, Executor>> = {}
   let last: ExecutorStatus[] = []
 
-  const build = (name: ExecutorName): Executor => name === 'process'
-    ? createProcessExecutor({ ...init.process, nodeId: init.nodeId, stateDir: join(init.dataDir, 'executors', 'process') }, { log: log.child({ executor: 'process' }) })
-    : createDockerExecutor({ ...init.docker, nodeId: init.nodeId }, { log: log.child({ executor: 'docker' }) })
+  const builders: Record<ExecutorName, () => Executor> = {
+    process: () => createProcessExecutor({ ...init.process, nodeId: init.nodeId, stateDir: join(init.dataDir, 'executors', 'process') }, { log: log.child({ executor: 'process' }) }),
+    docker: () => createDockerExecutor({ ...init.docker, nodeId: init.nodeId }, { log: log.child({ executor: 'docker' }) }),
+    vm: () => createVmExecutor({ ...init.vm, nodeId: init.nodeId, stateDir: join(init.dataDir, 'executors', 'vm') }, { log: log.child({ executor: 'vm' }) })
+  }
+  const build = (name: ExecutorName): Executor => builders[name]()
 
   const probe = async (): Promise<ExecutorStatus[]> => {
     const results = await Promise.all(EXECUTOR_NAMES.filter(n => built.has(n) || refused.has(n)).map(async (name): Promise<ExecutorStatus> => {

@@ -1,6 +1,6 @@
 /**
  * The executor contract: what runs one allocation's workload on this machine. Every executor
- * (`process`, `docker`, later `vm`) implements it and passes the one contract suite
+ * (`process`, `docker`, `vm`) implements it and passes the one contract suite
  * (`test/services/executors/contract.ts`). The allocation supervisor drives it; it never knows
  * which executor it talks to.
  *
@@ -9,7 +9,9 @@
  * to re-adopt a workload, and `list()` must find every workload this node started, so that the
  * supervisor can stop the ones no record claims (orphans of a `kill -9` between start and record).
  */
-export type ExecutorName = 'process' | 'docker'
+/** Every executor dms knows, in the order they are offered: the one list specs, schemas and the CLI take names from. */
+export const EXECUTOR_NAMES = ['process', 'docker', 'vm'] as const
+export type ExecutorName = typeof EXECUTOR_NAMES[number]
 
 export interface PortBinding {
   /** Port on the host, leased by the port allocator. */
@@ -51,7 +53,7 @@ export interface WorkloadSpec {
 export interface WorkloadRef {
   executor: ExecutorName
   allocationId: string
-  /** process: the pid (= its process group id); docker: the container id. */
+  /** process: the pid (= its process group id); docker: the container id; vm: QEMU's pid. */
   id: string
   /**
    * process: the start time of the pid (`/proc/<pid>/stat` field 22, clock ticks since boot),
@@ -60,7 +62,7 @@ export interface WorkloadRef {
   startTime: string
   /**
    * Which limits are enforced: `cgroup-v2`, `cgroup-v1`, `rlimit` (memory as RLIMIT_AS only, no
-   * CPU quota), `docker`, `none`.
+   * CPU quota), `docker`, `none`, `vm-kvm` / `vm-tcg` (the VM's vCPUs and memory, and how it runs).
    */
   limits: string
 }

@@ -1,4 +1,5 @@
 import type { HealthCheck, RestartPolicy } from '../allocations/spec.js'
+import type { ExecutorName } from '../executors/types.js'
 import type { GpuRequest } from '../resources/vector.js'
 
 /**
@@ -18,7 +19,7 @@ export type FailureRecovery = 'stay_down' | 'one_for_one' | 'all_for_one' | 'res
 
 export interface EnsembleAllocation {
   name: string
-  executor: 'process' | 'docker'
+  executor: ExecutorName
   type: 'service' | 'task'
   resources: { cpuCores: number, ramBytes: number, diskBytes: number, gpus: GpuRequest[] }
   execution: {
@@ -96,7 +97,7 @@ export interface EnsemblePlan {
     allocations: string[]
     /** Sum over the node's allocations. */
     resources: { cpuCores: number, ramBytes: number, diskBytes: number, gpus: GpuRequest[] }
-    executors: Array<'process' | 'docker'>
+    executors: ExecutorName[]
     ports: EnsemblePort[]
     peer?: string
   }>

@@ -4,6 +4,7 @@ import { didFromPeerId, isDid } from '../../identity/did.js'
 import { BadRequest } from '../../lib/errors.js'
 import { parseCores, parseDuration, parseSize } from '../../lib/units.js'
 import { HealthCheckSchema, RestartPolicySchema, type HealthCheck, type RestartPolicy } from '../allocations/spec.js'
+import { EXECUTOR_NAMES, type ExecutorName } from '../executors/types.js'
 import type { GpuRequest } from '../resources/vector.js'
 import type {
   Ensemble, EnsembleAllocation, EnsembleIssue, EnsembleNode, EnsemblePlan, EnsemblePort,
@@ -36,7 +37,9 @@ const LOCATION_FIELDS = ['accept', 'reject'] as const
 const PLACE_FIELDS = ['continent', 'country', 'city'] as const
 const SUPERVISOR_FIELDS = ['strategy', 'max_restarts', 'window'] as const
 
-const EXECUTORS = ['process', 'docker'] as const
+const EXECUTORS = EXECUTOR_NAMES
+/** DMS's name for its micro-VM executor: DMS files say `firecracker`, which dms runs with its vm executor (QEMU). */
+const EXECUTOR_ALIASES: Record<string, ExecutorName> = { firecracker: 'vm' }
 const FAILURE_RECOVERY: readonly FailureRecovery[] = ['stay_down', 'one_for_one', 'all_for_one', 'rest_for_one']
 const STRATEGIES: readonly SupervisorStrategy[] = ['OneForOne', 'AllForOne', 'RestForOne']
 
@@ -446,7 +449,7 @@ function allocation (c: Check, name: string, v: unknown, path: string, p: Pendin
 
   let executor: EnsembleAllocation['executor'] | undefined
   if (m.executor === undefined) c.issue(at(path, 'executor'), `required: ${EXECUTORS.join(' or ')}`)
-  else if (m.executor === 'firecracker') c.issue(at(path, 'executor'), `executor firecracker is not available yet (${EXECUTORS.join(', ')})`)
+  else if (typeof m.executor === 'string' && EXECUTOR_ALIASES[m.executor] !== undefined) executor = EXECUTOR_ALIASES[m.executor]
   else executor = oneOf(c, m.executor, at(path, 'executor'), EXECUTORS, 'executor')
 
   // DMS's default: an allocation is a service unless it says it is a task.
@@ -556,7 +559,8 @@ function executionOf (c: Check, v: unknown, path: string, executor: EnsembleAllo
   const m = map(c, v, path)
   if (m === undefined) return undefined
   known(c, m, path, EXECUTION_FIELDS)
-  if (m.type !== undefined && executor !== undefined && m.type !== executor) {
+  const typeName = typeof m.type === 'string' ? EXECUTOR_ALIASES[m.type] ?? m.type : m.type
+  if (m.type !== undefined && executor !== undefined && typeName !== executor) {
     c.issue(at(path, 'type'), `execution type ${JSON.stringify(m.type)} does not match the allocation's executor '${executor}'`)
   }
   const image = m.image === undefined ? undefined : str(c, m.image, at(path, 'image'))
@@ -570,18 +574,18 @@ function executionOf (c: Check, v: unknown, path: string, executor: EnsembleAllo
   const entrypoint = list('entrypoint')
   // DMS: cmd, then args after it; args alone are the whole command.
   const command = cmd !== undefined ? [...cmd, ...(args ?? [])] : args
-  if (executor === 'process') {
-    if (m.image !== undefined) c.issue(at(path, 'image'), 'the process executor runs no images')
-    if (m.entrypoint !== undefined) c.issue(at(path, 'entrypoint'), 'the process executor has no entrypoint: put the whole argv in cmd')
-    if (command === undefined && m.cmd === undefined && m.args === undefined) c.issue(at(path, 'cmd'), 'required: the process executor needs a command (cmd or args)')
+  if (executor === 'process' || executor === 'vm') {
+    if (m.image !== undefined) c.issue(at(path, 'image'), `the ${executor} executor runs no images`)
+    if (m.entrypoint !== undefined) c.issue(at(path, 'entrypoint'), `the ${executor} executor has no entrypoint: put the whole argv in cmd`)
+    if (command === undefined && m.cmd === undefined && m.args === undefined) c.issue(at(path, 'cmd'), `required: the ${executor} executor needs a command (cmd or args)`)
   }
   if (executor === 'docker' && m.image === undefined) c.issue(at(path, 'image'), 'required: the docker executor needs an image')
   const env = environmentOf(c, m.environment, at(path, 'environment'))
   const workingDir = m.working_directory === undefined ? undefined : str(c, m.working_directory, at(path, 'working_directory'))
   return {
-    ...(image !== undefined && executor !== 'process' ? { image } : {}),
+    ...(image !== undefined && executor === 'docker' ? { image } : {}),
     ...(command !== undefined ? { command } : {}),
-    ...(entrypoint !== undefined && executor !== 'process' ? { entrypoint } : {}),
+    ...(entrypoint !== undefined && executor === 'docker' ? { entrypoint } : {}),
     env,
     ...(workingDir !== undefined ? { workingDir } : {})
   }

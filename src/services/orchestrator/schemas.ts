@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { EXECUTOR_NAMES } from '../executors/types.js'
 import { GpuRequestSchema } from '../resources/vector.js'
 import { HandleSchema } from '../provider/schemas.js'
 
@@ -18,7 +19,7 @@ const PortWant = z.strictObject({ public: z.number().int().min(1).max(65535).opt
 export const NodeAsk = z.strictObject({
   name: z.string().min(1).max(64),
   resources: Resources,
-  executors: z.array(z.enum(['process', 'docker'])).max(2),
+  executors: z.array(z.enum(EXECUTOR_NAMES)).max(EXECUTOR_NAMES.length),
   ports: z.array(PortWant).max(64),
   labels: z.record(z.string(), z.string()),
   location: z.strictObject({ accept: z.array(z.string()), reject: z.array(z.string()) }).optional()

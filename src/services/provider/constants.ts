@@ -12,5 +12,5 @@ export const ALLOCATION_DELEGATION_MS = 30 * 24 * 3600_000
 export const ALLOCATION_CAPABILITY = '/dms/allocation'
 /** Inbox prefix of allocation actors. */
 export const ALLOCATION_INBOX_PREFIX = 'alloc/'
-/** Allocation ids of `dms alloc run` and `/dms/node/container/start`: `<prefix><random>.main`. */
-export const LOCAL_ENSEMBLE_PREFIX = { run: 'run-', container: 'ctr-' } as const
+/** Allocation ids of `dms alloc run`, `/dms/node/container/start` and `/dms/node/vm/start/custom`: `<prefix><random>.main`. */
+export const LOCAL_ENSEMBLE_PREFIX = { run: 'run-', container: 'ctr-', vm: 'vm-' } as const

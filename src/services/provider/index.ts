@@ -17,6 +17,7 @@ import type { Db } from '../../store/db.js'
 import {
   badRequestFrom, isTerminal, type AllocationRecord, type AllocationRuntime, type LogChunk, type LogStream
 } from '../allocations/index.js'
+import type { ExecutorName } from '../executors/types.js'
 import type { PortAllocator } from '../ports/index.js'
 import { ResourceVectorSchema, ZERO, type ResourceManager } from '../resources/index.js'
 import { createSerial, type Serial } from '../serial.js'
@@ -25,7 +26,7 @@ import {
   ALLOCATION_CAPABILITY, ALLOCATION_DELEGATION_MS, ALLOCATION_INBOX_PREFIX, COMMIT_SWEEP_MS, COMMITS_SUBLEVEL, LOCAL_ENSEMBLE_PREFIX
 } from './constants.js'
 import {
-  AllocateRequest, CommitRequest, ContainerStartRequest, HandleSchema, PortGiven,
+  AllocateRequest, CommitRequest, ContainerStartRequest, HandleSchema, PortGiven, VmStartRequest,
   type AllocateReply, type AllocationView, type CommitReply, type RevertReply
 } from './schemas.js'
 
@@ -55,12 +56,14 @@ export interface ProviderService {
   commit: (owner: string, request: unknown) => Promise<CommitReply>
   allocate: (owner: string, request: unknown) => Promise<AllocateReply>
   revert: (owner: string, ensembleId: string) => Promise<RevertReply>
-  list: (filter?: { id?: string, executor?: 'process' | 'docker' }) => AllocationView[]
+  list: (filter?: { id?: string, executor?: ExecutorName }) => AllocationView[]
   /** Node-level controls by allocation id (the capability is the node's to grant, not the owner's). */
   stopAllocation: (id: string, opts?: { graceMs?: number }) => Promise<AllocationView>
   restartAllocation: (id: string) => Promise<AllocationView>
   /** commit + allocate + start of one docker allocation on this node. */
   startContainer: (owner: string, request: unknown) => Promise<AllocationView>
+  /** `/dms/node/vm/start/custom`: commit, allocate and start one vm allocation of `owner`. */
+  startVm: (owner: string, request: unknown) => Promise<AllocationView>
   /** Frees what an allocation id holds in the ledger and the port table (idempotent). */
   releaseReservation: (id: string) => Promise<void>
   /** Allocated commits made by an orchestrator elsewhere (to ask it, after a restart, whether they are still wanted). */
@@ -309,7 +312,7 @@ class Provider implements ProviderService {
 
   // ---- allocations ----
 
-  list (filter: { id?: string, executor?: 'process' | 'docker' } = {}): AllocationView[] {
+  list (filter: { id?: string, executor?: ExecutorName } = {}): AllocationView[] {
     return this.c.runtime.list()
       .filter(r => (filter.id === undefined || r.id === filter.id) && (filter.executor === undefined || r.executor === filter.executor))
       .sort((a, b) => a.createdAt - b.createdAt)
@@ -332,6 +335,24 @@ class Provider implements ProviderService {
     await this.commit(owner, { ensembleId, allocations: [{ name: 'main', resources: req.resources, ports: req.ports }] })
     const spec: Record<string, unknown> = { type: req.type, executor: 'docker', image: req.image }
     for (const k of ['command', 'entrypoint', 'env', 'workingDir', 'restart', 'healthcheck'] as const) if (req[k] !== undefined) spec[k] = req[k]
+    try {
+      const { allocations: [a] } = await this.allocate(owner, { ensembleId, allocations: [{ name: 'main', spec }] })
+      return this.view(await this.c.runtime.run(a.id))
+    } catch (err) {
+      await this.revert(owner, ensembleId).catch(() => {})
+      throw err
+    }
+  }
+
+  async startVm (owner: string, request: unknown): Promise<AllocationView> {
+    const req = parse(VmStartRequest, request, 'request')
+    for (const field of ['kernel', 'initrd', 'rootfs', 'bootArgs'] as const) {
+      if (req[field] !== undefined) throw new BadRequest(`${field}: this node boots only the guest it was set up with (its vm executor's kernel and initramfs); a guest of your own is not supported yet`, { field })
+    }
+    const ensembleId = `${LOCAL_ENSEMBLE_PREFIX.vm}${randomBytes(4).toString('hex')}`
+    await this.commit(owner, { ensembleId, allocations: [{ name: 'main', resources: { cpuCores: req.vcpus, ramBytes: req.memory }, ports: [] }] })
+    const spec: Record<string, unknown> = { type: req.type, executor: 'vm', command: req.cmd }
+    for (const k of ['env', 'workingDir', 'restart', 'healthcheck'] as const) if (req[k] !== undefined) spec[k] = req[k]
     try {
       const { allocations: [a] } = await this.allocate(owner, { ensembleId, allocations: [{ name: 'main', spec }] })
       return this.view(await this.c.runtime.run(a.id))

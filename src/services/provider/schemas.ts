@@ -2,6 +2,8 @@ import { z } from 'zod'
 import { HealthCheckSchema, RestartPolicySchema } from '../allocations/index.js'
 import { ResourceRequestSchema } from '../resources/index.js'
 import { MAX_LOG_READ_BYTES } from '../allocations/constants.js'
+import { EXECUTOR_NAMES } from '../executors/types.js'
+import { MIN_RAM_BYTES } from '../executors/vm/constants.js'
 import { MAX_RESERVATION_TTL_MS } from '../resources/constants.js'
 import { DEFAULT_COMMIT_TTL_MS, MAX_ALLOCATIONS_PER_COMMIT } from './constants.js'
 
@@ -84,7 +86,7 @@ export const AllocationView = z.object({
   handle: HandleSchema.optional(),
   owner: z.string(),
   type: z.enum(['task', 'service']),
-  executor: z.enum(['process', 'docker']),
+  executor: z.enum(EXECUTOR_NAMES),
   status: z.enum(['pending', 'starting', 'running', 'completed', 'failed', 'stopped']),
   reason: z.string(),
   resources: z.object({ cpuCores: z.number(), ramBytes: z.number(), diskBytes: z.number() }),
@@ -105,6 +107,28 @@ export const AllocationView = z.object({
   transitions: z.array(z.object({ at: z.string(), status: z.string(), reason: z.string() }))
 })
 export type AllocationView = z.infer<typeof AllocationView>
+
+/**
+ * `/dms/node/vm/start/custom` (DMS's path and field names): a command, vCPUs and memory → a vm
+ * allocation here, booting this node's guest. `kernel`, `initrd`, `rootfs` and `bootArgs` are
+ * DMS's fields for a guest of the caller's own; they are named so that a refusal says so (this
+ * node boots only the guest it was set up with).
+ */
+export const VmStartRequest = z.strictObject({
+  cmd: z.array(z.string()).min(1),
+  vcpus: z.number().positive().max(64).default(1),
+  /** Bytes of guest memory (at least what the guest needs to boot). */
+  memory: z.number().int().min(MIN_RAM_BYTES),
+  env: z.record(z.string(), z.string()).optional(),
+  workingDir: z.string().optional(),
+  type: z.enum(['task', 'service']).default('service'),
+  restart: RestartPolicySchema.optional(),
+  healthcheck: HealthCheckSchema.optional(),
+  kernel: z.string().optional(),
+  initrd: z.string().optional(),
+  rootfs: z.string().optional(),
+  bootArgs: z.string().optional()
+})
 
 /** `/dms/node/container/start`: an image, a command, resources and ports → a docker allocation here. */
 export const ContainerStartRequest = z.strictObject({

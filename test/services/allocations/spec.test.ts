@@ -27,7 +27,11 @@ describe('allocation spec', () => {
   it('names the field of each rule it breaks', () => {
     const cases: Array<[unknown, string]> = [
       [{ type: 'job', command: ['true'] }, 'spec.type'],
-      [{ type: 'task', executor: 'vm', command: ['true'] }, 'spec.executor'],
+      // the spec knows the executors by their own names: firecracker is mapped to vm before it (ensembles, CLI)
+      [{ type: 'task', executor: 'firecracker', command: ['true'] }, 'spec.executor'],
+      [{ type: 'task', executor: 'vm' }, 'spec.command'],
+      [{ type: 'task', executor: 'vm', command: ['true'], image: 'busybox' }, 'spec.image'],
+      [{ type: 'service', executor: 'vm', command: ['x'], ports: [{ host: 20000, container: 80 }] }, 'spec.ports'],
       [{ type: 'task' }, 'spec.command'],
       [{ type: 'task', command: ['true'], image: 'busybox' }, 'spec.image'],
       [{ type: 'task', executor: 'docker' }, 'spec.image'],

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it as vitestIt } from 'vitest'
 import type { Executor, WorkloadRef, WorkloadSpec } from '../../../src/services/executors/types.js'
 
 /**
@@ -31,6 +31,17 @@ export interface ExecutorHarness {
    * shell's own `PWD`, a container's `HOSTNAME`, …). Never anything of the daemon's.
    */
   extraEnv: string[]
+  /**
+   * Live processes of the workload whose command line contains `marker`, as seen where the
+   * workload runs. Default: the host's /proc (process, docker). A VM's processes are in its guest:
+   * the vm harness asks the guest while the VM runs (a VM that ended has none left).
+   */
+  processesWith?: (ex: Executor, ref: WorkloadRef, marker: string) => Promise<number[]>
+  /**
+   * Bound on one wait, for executors whose workloads take long to come up (a VM booting under
+   * emulation: ~8 s, more on a loaded machine). Default 30 s. Each test then gets 3× it.
+   */
+  longMs?: number
 }
 
 export interface ShellSpecInput {
@@ -42,8 +53,8 @@ export interface ShellSpecInput {
   workingDir?: string
 }
 
-/** Upper bound on any one wait in this suite; tests fail well before vitest's timeout. */
-const LONG = 30_000
+/** Upper bound on any one wait in this suite (unless the harness says longMs); tests fail well before vitest's timeout. */
+const DEFAULT_LONG = 30_000
 /** Bounded poll period for conditions that have no event (a process gone from /proc). */
 const POLL_MS = 25
 /** Grace for workloads that end at once on SIGTERM. */
@@ -56,7 +67,7 @@ const MAX_TICKS = 1200
 export const STANDARD_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 /** Resolves once `check` returns a value other than undefined, or throws after `ms`. */
-export async function until<T> (what: string, check: () => Promise<T | undefined> | T | undefined, ms = LONG): Promise<T> {
+export async function until<T> (what: string, check: () => Promise<T | undefined> | T | undefined, ms = DEFAULT_LONG): Promise<T> {
   const deadline = Date.now() + ms
   for (let i = 0; ; i++) {
     const v = await check()
@@ -71,7 +82,7 @@ export async function readText (path: string): Promise<string> {
 }
 
 /** Resolves once the file holds `text` (a workload says it is ready: its traps are set). */
-export async function untilFileHas (path: string, text: string, ms = LONG): Promise<string> {
+export async function untilFileHas (path: string, text: string, ms = DEFAULT_LONG): Promise<string> {
   return await until(`'${text}' in ${path}`, async () => {
     const s = await readText(path)
     return s.includes(text) ? s : undefined
@@ -98,6 +109,10 @@ export async function pidsWith (marker: string): Promise<number[]> {
 const idle = (cond = 'true'): string => `i=0; while ${cond} && [ $i -lt ${MAX_TICKS} ]; do sleep 0.1; i=$((i+1)); done`
 
 export function executorContract (name: string, harness: ExecutorHarness): void {
+  const LONG = harness.longMs ?? DEFAULT_LONG
+  const timeout = harness.longMs === undefined ? undefined : 3 * LONG
+  const processesWith = harness.processesWith ?? (async (_ex: Executor, _ref: WorkloadRef, marker: string) => await pidsWith(marker))
+  const it = (title: string, fn: () => Promise<void>, ms?: number): void => { vitestIt(title, fn, ms ?? timeout) }
   describe(`executor contract: ${name}`, () => {
     let root: string
     let nodeId: string
@@ -222,7 +237,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
     it('stop sends SIGTERM first: a workload that handles it ends its own way within the grace', async () => {
       await fresh()
       const { ref, spec } = await run(`trap 'echo got-term; exit 7' TERM; echo ready; ${idle()}`)
-      await untilFileHas(spec.stdoutPath, 'ready')
+      await untilFileHas(spec.stdoutPath, 'ready', LONG)
       const waited = waitFor(ref)
       await ex.stop(ref, GRACE_MS)
       const info = await waited
@@ -234,7 +249,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
     it('stop sends SIGKILL after the grace to a workload that ignores SIGTERM', async () => {
       await fresh()
       const { ref, spec } = await run(`trap '' TERM; echo ready; ${idle()}`)
-      await untilFileHas(spec.stdoutPath, 'ready')
+      await untilFileHas(spec.stdoutPath, 'ready', LONG)
       await ex.stop(ref, SHORT_GRACE_MS)
       const info = await waitFor(ref)
       expect(info.stopped).toBe(true)
@@ -247,11 +262,11 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
       await fresh()
       const marker = `dms-child-${randomBytes(4).toString('hex')}`
       const { ref, spec } = await run(`sh -c "sleep 1000; : ${marker}" & echo ready; wait`)
-      await untilFileHas(spec.stdoutPath, 'ready')
+      await untilFileHas(spec.stdoutPath, 'ready', LONG)
       // The child exists, else this test proves nothing.
-      await until('the child to show in /proc', async () => (await pidsWith(marker)).length > 0 ? true : undefined)
+      await until('the child to show', async () => (await processesWith(ex, ref, marker)).length > 0 ? true : undefined, LONG)
       await ex.stop(ref, GRACE_MS)
-      expect(await pidsWith(marker)).toEqual([])
+      expect(await processesWith(ex, ref, marker)).toEqual([])
       expect((await waitFor(ref)).stopped).toBe(true)
     })
 
@@ -264,7 +279,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
       expect(info).toMatchObject({ exitCode: 0, stopped: false })
       expect(await readText(spec.stdoutPath)).toContain('ready')
       // The child goes with it (a container's processes end with its first one), without a stop.
-      await until('the left-over child to end', async () => (await pidsWith(marker)).length === 0 ? true : undefined)
+      await until('the left-over child to end', async () => (await processesWith(ex, ref, marker)).length === 0 ? true : undefined, LONG)
       // And a stop afterwards, as the supervisor does after every end, finds nothing to do.
       await ex.stop(ref, GRACE_MS)
     })
@@ -272,7 +287,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
     it('stop is idempotent: twice at once, and after the end', async () => {
       await fresh()
       const { ref, spec } = await run(`echo ready; ${idle()}`)
-      await untilFileHas(spec.stdoutPath, 'ready')
+      await untilFileHas(spec.stdoutPath, 'ready', LONG)
       await Promise.all([ex.stop(ref, GRACE_MS), ex.stop(ref, GRACE_MS)])
       await ex.stop(ref, GRACE_MS)
       expect((await waitFor(ref)).stopped).toBe(true)
@@ -287,7 +302,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
       const spec = harness.shellSpec({ ...d, script: `echo ready; ${idle()}`, env: { PATH: STANDARD_PATH, FOO: 'from-spec' }, workingDir })
       const ref = await ex.start(spec)
       started.push({ ex, ref })
-      await untilFileHas(spec.stdoutPath, 'ready')
+      await untilFileHas(spec.stdoutPath, 'ready', LONG)
       const ok = await ex.exec(ref, ['sh', '-c', 'echo "$FOO"; pwd; echo oops >&2'], { timeoutMs: LONG })
       expect(ok).toEqual({ exitCode: 0, stdout: `from-spec\n${workingDir}\n`, stderr: 'oops\n' })
       const bad = await ex.exec(ref, ['sh', '-c', 'exit 3'], { timeoutMs: LONG })
@@ -297,7 +312,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
     it('alive is true while it runs, false after, and false for a ref with another start time', async () => {
       await fresh()
       const { ref, spec } = await run(`echo ready; ${idle()}`)
-      await untilFileHas(spec.stdoutPath, 'ready')
+      await untilFileHas(spec.stdoutPath, 'ready', LONG)
       expect(await ex.alive(ref)).toBe(true)
       // A recycled pid (or a restarted container) is not the workload.
       expect(await ex.alive({ ...ref, startTime: '1' })).toBe(false)
@@ -308,7 +323,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
     it('stats answers for a running workload', async () => {
       await fresh()
       const { ref, spec } = await run(`echo ready; ${idle()}`)
-      await untilFileHas(spec.stdoutPath, 'ready')
+      await untilFileHas(spec.stdoutPath, 'ready', LONG)
       const s = await ex.stats(ref)
       expect(s.cpuSeconds !== undefined || s.memoryBytes !== undefined).toBe(true)
       if (s.cpuSeconds !== undefined) expect(s.cpuSeconds).toBeGreaterThanOrEqual(0)
@@ -320,7 +335,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
       const running = await run(`echo ready; ${idle()}`)
       const ended = await run('exit 0')
       await waitFor(ended.ref)
-      await untilFileHas(running.spec.stdoutPath, 'ready')
+      await untilFileHas(running.spec.stdoutPath, 'ready', LONG)
       const ids = async (e: Executor) => (await e.list()).map(r => r.allocationId)
       expect(await ids(ex)).toEqual(expect.arrayContaining([running.ref.allocationId, ended.ref.allocationId]))
       const listed = (await ex.list()).find(r => r.allocationId === running.ref.allocationId)
@@ -346,7 +361,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
     it('a new instance (the daemon restarted) finds, re-adopts and waits for a running workload, exit code included', async () => {
       await fresh()
       const { ref, spec } = await run(`echo ready; ${idle('[ ! -e go ]')}; exit 4`)
-      await untilFileHas(spec.stdoutPath, 'ready')
+      await untilFileHas(spec.stdoutPath, 'ready', LONG)
       await ex.close()
       const again = await harness.make(nodeId)
       try {
@@ -368,7 +383,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
     it('a new instance can stop a workload the old one started', async () => {
       await fresh()
       const { ref, spec } = await run(`trap 'exit 9' TERM; echo ready; ${idle()}`)
-      await untilFileHas(spec.stdoutPath, 'ready')
+      await untilFileHas(spec.stdoutPath, 'ready', LONG)
       await ex.close()
       const again = await harness.make(nodeId)
       try {
@@ -385,7 +400,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
     it('an aborted wait rejects and leaves the workload running', async () => {
       await fresh()
       const { ref, spec } = await run(`echo ready; ${idle()}`)
-      await untilFileHas(spec.stdoutPath, 'ready')
+      await untilFileHas(spec.stdoutPath, 'ready', LONG)
       const ac = new AbortController()
       const waited = ex.wait(ref, { signal: ac.signal })
       ac.abort(new Error('caller gave up'))

@@ -351,10 +351,18 @@ describe('unknown fields', () => {
 })
 
 describe('executors and execution', () => {
-  it('firecracker is refused as not available yet', () => {
-    const err = refusal(one(PROCESS.replace('executor: process', 'executor: firecracker')))
-    expect(err.fields.paths).toEqual(['allocations.a.executor'])
-    expect(err.message).toContain('executor firecracker is not available yet (process, docker)')
+  it('firecracker (DMS\'s micro-VM executor) is the vm executor, execution type included; vm as itself too', () => {
+    const fc = parseEnsemble(one(PROCESS.replace('executor: process', 'executor: firecracker').replace('execution:', 'execution:\n  type: firecracker')), { env: {}, source: 't' })
+    expect(fc.allocations.a.executor).toBe('vm')
+    expect(fc.allocations.a.execution.command).toEqual(['sleep', '60'])
+    expect(parseEnsemble(one(PROCESS.replace('executor: process', 'executor: vm')), { env: {}, source: 't' }).allocations.a.executor).toBe('vm')
+  })
+
+  it('vm executor: image and entrypoint refused, a command required, as for process', () => {
+    const VM = PROCESS.replace('executor: process', 'executor: firecracker')
+    expect(paths(one(`${VM}\n  image: busybox\n  entrypoint: [sh]`))).toEqual(['allocations.a.execution.image', 'allocations.a.execution.entrypoint'])
+    expect(paths(one(VM.replace("cmd: [sleep, '60']", 'working_directory: /tmp')))).toEqual(['allocations.a.execution.cmd'])
+    expect(paths(one(VM.replace('execution:', 'execution:\n  type: docker')))).toEqual(['allocations.a.execution.type'])
   })
 
   it('process executor: image and entrypoint refused, a command required', () => {

@@ -1,0 +1,172 @@
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { silentLogger } from '../../../src/lib/log.js'
+import { createVmExecutor } from '../../../src/services/executors/vm.js'
+import type { Executor, WorkloadRef, WorkloadSpec } from '../../../src/services/executors/types.js'
+import { STANDARD_PATH, executorContract, untilFileHas, type ShellSpecInput } from './contract.js'
+
+/**
+ * The vm executor against real QEMU and the test guest (scripts/vm-setup.sh, run by .ci/run,
+ * exports DMS_VM_KERNEL, DMS_VM_INITRD and DMS_VM_ACCEL; the defaults below are where it puts
+ * them). A machine without QEMU or the guest skips these tests, saying why; under CI they fail
+ * instead of skipping.
+ */
+const SETUP_DIR = '/var/lib/dms-vm'
+const kernel = process.env.DMS_VM_KERNEL ?? join(SETUP_DIR, 'vmlinux')
+const initrd = process.env.DMS_VM_INITRD ?? join(SETUP_DIR, 'initrd.cpio')
+/**
+ * A TCG boot takes ~8 s of a core here, and several at once share two cores with other work:
+ * every wait of the contract is bounded by this instead of 30 s.
+ */
+const LONG = 90_000
+
+const stateRoot = mkdtempSync(join(tmpdir(), 'dms-vm-state-'))
+afterAll(() => { rmSync(stateRoot, { recursive: true, force: true }) })
+
+const make = (nodeId: string): Executor => createVmExecutor({ nodeId, stateDir: join(stateRoot, nodeId), kernel, initrd }, { log: silentLogger() })
+
+const prober = make('probe')
+const probe = await prober.probe()
+await prober.close()
+const why = probe.available ? undefined : `${probe.reason}; run scripts/vm-setup.sh as root and export what it prints`
+if (why !== undefined && process.env.CI !== undefined) throw new Error(`vm executor tests cannot run in CI: ${why}`)
+const skip = why !== undefined ? ` (skipped: ${why})` : ''
+
+function spec (o: ShellSpecInput, command: string[]): WorkloadSpec {
+  return {
+    allocationId: o.allocationId,
+    command,
+    env: o.env ?? {},
+    workingDir: o.workingDir,
+    limits: { cpuCores: 1, ramBytes: 128 * 2 ** 20 },
+    ports: [],
+    dir: o.dir,
+    stdoutPath: join(o.dir, 'stdout.log'),
+    stderrPath: join(o.dir, 'stderr.log')
+  }
+}
+
+/**
+ * The guest's processes whose command line holds `marker`, asked of the guest itself (a VM that
+ * ended has none). The marker is split in the script, so that the asking shell never matches.
+ */
+async function guestProcessesWith (ex: Executor, ref: WorkloadRef, marker: string): Promise<number[]> {
+  if (!await ex.alive(ref)) return []
+  const half = Math.floor(marker.length / 2)
+  const script = `a='${marker.slice(0, half)}'; b='${marker.slice(half)}'; for p in /proc/[0-9]*; do ` +
+    'case "$(tr "\\0" " " < $p/cmdline 2>/dev/null)" in *"$a$b"*) grep -q "^State:.*Z" $p/status 2>/dev/null || echo ${p#/proc/} ;; esac; done'
+  try {
+    const r = await ex.exec(ref, ['sh', '-c', script], { timeoutMs: LONG })
+    return r.stdout.split('\n').filter(l => /^\d+$/.test(l)).map(Number)
+  } catch (err) {
+    // The VM ended meanwhile: nothing of it is left.
+    if (!await ex.alive(ref)) return []
+    throw err
+  }
+}
+
+describe.skipIf(why !== undefined)(`vm executor${skip}`, () => {
+  executorContract('vm', {
+    make,
+    shellSpec: (o) => spec(o, ['sh', '-c', o.script]),
+    missingSpec: (o) => spec({ ...o, script: '' }, ['dms-no-such-command-anywhere', '--flag']),
+    workingDir: () => '/tmp/work',
+    // busybox sh exports the directory it starts in and its level
+    extraEnv: ['PWD', 'SHLVL'],
+    processesWith: guestProcessesWith,
+    longMs: LONG
+  })
+})
+
+describe.skipIf(why !== undefined)(`vm executor on this machine${skip}`, () => {
+  const cleanups: Array<() => Promise<void>> = []
+  afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c().catch(() => {}) })
+
+  async function setup (o: { kernel?: string } = {}): Promise<{ ex: Executor, stateDir: string, input: (script: string) => Promise<ShellSpecInput> }> {
+    const nodeId = `vm-${randomBytes(4).toString('hex')}`
+    const stateDir = join(stateRoot, nodeId)
+    const ex = createVmExecutor({ nodeId, stateDir, kernel: o.kernel ?? kernel, initrd }, { log: silentLogger() })
+    cleanups.push(async () => {
+      for (const r of await ex.list()) { await ex.stop(r, 0); await ex.remove(r) }
+      await ex.close()
+    })
+    let n = 0
+    const input = async (script: string): Promise<ShellSpecInput> => ({ allocationId: `a${++n}`, dir: await mkdtemp(join(stateRoot, 'alloc-')), script, env: { PATH: STANDARD_PATH } })
+    return { ex, stateDir, input }
+  }
+
+  it('refuses what a VM cannot run before anything boots, naming the field', async () => {
+    const { ex, input } = await setup()
+    const base = spec(await input('true'), ['sh', '-c', 'true'])
+    const cases: Array<[Partial<WorkloadSpec>, string]> = [
+      [{ ports: [{ host: 18080, container: 80, protocol: 'tcp' }] }, 'ports'],
+      [{ image: 'busybox' }, 'image'],
+      [{ env: { 'A=B': 'x' } }, 'env.A=B'],
+      [{ workingDir: 'relative' }, 'workingDir'],
+      [{ command: ['sh', '-c', 'two\nlines'] }, 'command.2'],
+      [{ limits: { cpuCores: -1, ramBytes: 0 } }, 'limits.cpuCores']
+    ]
+    for (const [change, field] of cases) {
+      const err = await ex.start({ ...base, ...change }).then(() => undefined, (e: unknown) => e)
+      expect(err, field).toMatchObject({ name: 'BadRequest', fields: { field } })
+    }
+    expect(await ex.list()).toEqual([])
+  })
+
+  it('a kernel QEMU cannot load: ExecutorUnavailable in QEMU\'s words, nothing left behind', async () => {
+    const bad = join(stateRoot, `not-a-kernel-${randomBytes(3).toString('hex')}`)
+    await writeFile(bad, 'this is not a kernel\n')
+    const { ex, stateDir, input } = await setup({ kernel: bad })
+    const err = await ex.start(spec(await input('true'), ['sh', '-c', 'true'])).then(() => undefined, (e: unknown) => e)
+    expect(err).toMatchObject({ name: 'ExecutorUnavailable', fields: { executor: 'vm' } })
+    expect((err as Error).message).toMatch(/^QEMU did not start the VM: .+/)
+    expect(await ex.list()).toEqual([])
+    expect(await readdir(stateDir)).toEqual([])
+    await rm(bad)
+  })
+
+  it.skipIf(cgroupV1Unavailable())('a fractional CPU reservation is a CFS quota on QEMU (cgroup v1 here), its group gone with the VM', async () => {
+    const { ex, input } = await setup()
+    const s = { ...spec(await input(''), ['sh', '-c', 'echo ready; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done']), limits: { cpuCores: 0.5, ramBytes: 128 * 2 ** 20 } }
+    const ref = await ex.start(s)
+    // QEMU itself (the pid of the ref) is in the group: the shell that joined it became QEMU
+    const line = (await readFile(`/proc/${ref.id}/cgroup`, 'utf8')).split('\n').find(l => l.split(':')[1]?.split(',').includes('cpu'))
+    const dir = join('/sys/fs/cgroup/cpu', line?.slice(line.indexOf(':', line.indexOf(':') + 1) + 1) ?? '/nowhere')
+    expect(dir).toMatch(/\.vm\//)
+    const period = Number(await readFile(join(dir, 'cpu.cfs_period_us'), 'utf8'))
+    expect(Number(await readFile(join(dir, 'cpu.cfs_quota_us'), 'utf8'))).toBe(Math.round(0.5 * period))
+    expect((await readFile(`/proc/${ref.id}/cmdline`, 'utf8')).split('\0')[0]).toMatch(/qemu-system-x86_64$/)
+    await untilFileHas(s.stdoutPath, 'ready', LONG)
+    await ex.stop(ref, 2_000)
+    await ex.remove(ref)
+    expect(existsSync(dir)).toBe(false)
+    await ex.close()
+    // the node's parent goes with the executor when empty
+    expect(existsSync(dirname(dir))).toBe(false)
+  }, 3 * LONG)
+
+  it('list finds a running VM whose registry entry is lost, and stop ends it', async () => {
+    const { ex, stateDir, input } = await setup()
+    const s = spec(await input(''), ['sh', '-c', 'echo ready; i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'])
+    const ref = await ex.start(s)
+    await untilFileHas(s.stdoutPath, 'ready', LONG)
+    for (const f of await readdir(stateDir)) if (f.endsWith('.json')) await rm(join(stateDir, f))
+    const found = (await ex.list()).find(r => r.id === ref.id)
+    expect(found).toMatchObject({ executor: 'vm', allocationId: s.allocationId, startTime: ref.startTime })
+    if (found === undefined) return
+    expect(await ex.alive(found)).toBe(true)
+    await ex.stop(found, 2_000)
+    expect(await ex.alive(ref)).toBe(false)
+    // and remove leaves nothing of it: console, initramfs, QEMU's log
+    await ex.remove(found)
+    expect(await readdir(stateDir)).toEqual([])
+  }, 3 * LONG)
+})
+
+function cgroupV1Unavailable (): boolean {
+  return !existsSync('/sys/fs/cgroup/cpu/cpu.cfs_quota_us') || process.getuid?.() !== 0
+}
