@@ -240,7 +240,7 @@ nodes:
 
   it('--dry-run checks a file without a daemon: every mistake named, or the plan', async () => {
     const file = join(dir, 'two-mistakes.yaml')
-    await writeFile(file, single('32MiB').replace('cores: 0.1', 'cores: many').replace('executor: process', 'executor: vm'))
+    await writeFile(file, single('32MiB').replace('cores: 0.1', 'cores: many').replace('executor: process', 'executor: kubernetes'))
     // a data dir with no daemon (nor keys): none is needed
     const nowhere = { env: { DMS_HOME: join(dir, 'nowhere') } }
     const bad = await dms(['deploy', file, '--dry-run'], nowhere)
