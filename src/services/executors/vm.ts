@@ -88,7 +88,10 @@ interface StopState { graceMs: number, escalated: boolean, beforeReady: boolean 
 
 interface Control {
   socket: Socket
+  /** Exec requests sent and not yet answered, by id: rejected when the connection closes. */
   pending: Map<string, { resolve: (r: ExecReply) => void, reject: (err: unknown) => void }>
+  /** True once the connection closed: nothing more is written on it. */
+  ended: boolean
   closed: Promise<void>
 }
 
@@ -119,7 +122,6 @@ class VmExecutor implements Executor {
   private readonly controls = new Map<string, Promise<Control>>()
   private readonly pending = new Set<(err: unknown) => void>()
   private guestFiles: { path: string, mtimeMs: number, files: Map<string, CpioEntry> | undefined } | undefined
-  private seq = 0
   private closed = false
 
   constructor (init: VmExecutorInit, components: VmExecutorComponents) {
@@ -369,21 +371,25 @@ class VmExecutor implements Executor {
     throw new InvalidState(`the VM of ${ref.allocationId} still runs ${KILL_WAIT_MS} ms after SIGKILL`, { allocationId: ref.allocationId, pid: ref.id })
   }
 
-  /** The control channel of a VM: one connection per VM and instance, opened on first use. */
+  /**
+   * The control channel of a VM: one connection per VM and instance, opened on first use and
+   * again after it closed (QEMU serves one client at a time; a closed connection is never reused).
+   */
   private async control (ref: WorkloadRef, reg: Registry): Promise<Control> {
     const key = keyOf(ref)
     let c = this.controls.get(key)
     if (c === undefined) {
-      c = new Promise<Control>((resolve, reject) => {
+      const made: Promise<Control> = new Promise<Control>((resolve, reject) => {
         const socket = createConnection(reg.socket)
-        const pending: Control['pending'] = new Map()
+        const ctl: Control = { socket, pending: new Map(), ended: false, closed: Promise.resolve() }
         let buf = ''
-        const closed = new Promise<void>(done => {
+        ctl.closed = new Promise<void>(done => {
           socket.once('close', () => {
-            this.controls.delete(key)
-            const err = new InvalidState(`the control channel of ${ref.allocationId}'s VM closed`, { allocationId: ref.allocationId })
-            for (const p of pending.values()) p.reject(err)
-            pending.clear()
+            ctl.ended = true
+            if (this.controls.get(key) === made) this.controls.delete(key)
+            const err = new InvalidState(`the control channel of ${ref.allocationId}'s VM closed before it answered (the VM ended, or this executor closed)`, { allocationId: ref.allocationId })
+            for (const p of ctl.pending.values()) p.reject(err)
+            ctl.pending.clear()
             done()
           })
         })
@@ -391,7 +397,7 @@ class VmExecutor implements Executor {
         socket.once('connect', () => {
           socket.on('error', () => {})
           socket.unref()
-          resolve({ socket, pending, closed })
+          resolve(ctl)
         })
         socket.setEncoding('utf8')
         socket.on('data', (d: string) => {
@@ -401,19 +407,27 @@ class VmExecutor implements Executor {
           for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
             const r = parseReply(buf.slice(0, nl))
             buf = buf.slice(nl + 1)
-            if (r !== undefined) { pending.get(r.id)?.resolve(r); pending.delete(r.id) }
+            if (r !== undefined) { ctl.pending.get(r.id)?.resolve(r); ctl.pending.delete(r.id) }
           }
         })
       })
-      c.catch(() => this.controls.delete(key))
-      this.controls.set(key, c)
+      c = made
+      made.catch(() => { if (this.controls.get(key) === made) this.controls.delete(key) })
+      this.controls.set(key, made)
     }
-    return await c
+    const ctl = await c
+    // Closed meanwhile (its close event already ran and dropped it): a new connection.
+    return ctl.ended ? await this.control(ref, reg) : ctl
+  }
+
+  /** Writes one request line; rejects once the line cannot go out on this connection. */
+  private async write (ctl: Control, ref: WorkloadRef, line: string): Promise<void> {
+    if (ctl.ended) throw new InvalidState(`the control channel of ${ref.allocationId}'s VM closed`, { allocationId: ref.allocationId })
+    await new Promise<void>((resolve, reject) => { ctl.socket.write(`${line}\n`, err => { if (err == null) resolve(); else reject(err) }) })
   }
 
   private async send (ref: WorkloadRef, reg: Registry, line: string): Promise<void> {
-    const c = await this.control(ref, reg)
-    await new Promise<void>((resolve, reject) => { c.socket.write(`${line}\n`, err => { if (err == null) resolve(); else reject(err) }) })
+    await this.write(await this.control(ref, reg), ref, line)
   }
 
   async exec (ref: WorkloadRef, argv: string[], opts: { timeoutMs: number }): Promise<ExecResult> {
@@ -422,24 +436,26 @@ class VmExecutor implements Executor {
     if (reg === undefined || !await this.alive(ref)) throw new InvalidState(`the VM of ${ref.allocationId} is not running`, { allocationId: ref.allocationId })
     const deadline = Date.now() + opts.timeoutMs
     const timeout = (): Timeout => new Timeout(`exec in ${ref.allocationId}'s VM took longer than ${opts.timeoutMs} ms`, { allocationId: ref.allocationId, timeoutMs: opts.timeoutMs })
-    // A guest still booting has no agent yet: the request waits for its ready line.
+    // A guest still booting has no agent yet: the request waits for its ready line (or the VM's end).
     const consolePath = `${this.baseOf(reg)}.console`
-    const ready = await untilTrue(async () => isReady(await readFile(consolePath, 'utf8').catch(() => '')), opts.timeoutMs)
-    if (!ready) throw timeout()
-    const c = await this.control(ref, reg)
-    const id = `${process.pid}-${++this.seq}`
-    const reply = new Promise<ExecReply>((resolve, reject) => { c.pending.set(id, { resolve, reject }) })
-    await this.send(ref, reg, `X ${id} ${Buffer.from(execScript(argv)).toString('base64')}`)
+    const ready = async (): Promise<boolean> => isReady(await readFile(consolePath, 'utf8').catch(() => ''))
+    const settled = await untilTrue(async () => await ready() || !await this.alive(ref), opts.timeoutMs)
+    if (settled && !await ready()) throw new InvalidState(`the VM of ${ref.allocationId} ended before its guest was ready`, { allocationId: ref.allocationId })
+    if (!settled) throw timeout()
+    const ctl = await this.control(ref, reg)
+    // Random, not a counter: another instance (a restarted daemon) must never take a reply to an
+    // exec of its predecessor's for its own.
+    const id = randomBytes(8).toString('hex')
     let timer: NodeJS.Timeout | undefined
     try {
-      const r = await Promise.race([
-        reply,
-        new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(timeout()), Math.max(0, deadline - Date.now())) })
-      ])
+      // The reply is awaited from before the request goes out: it cannot come before its listener.
+      const reply = new Promise<ExecReply>((resolve, reject) => { ctl.pending.set(id, { resolve, reject }) })
+      const expired = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(timeout()), Math.max(0, deadline - Date.now())) })
+      const r = await Promise.race([reply, expired, this.write(ctl, ref, `X ${id} ${Buffer.from(execScript(argv)).toString('base64')}`).then(async () => await new Promise<never>(() => {}))])
       return { exitCode: r.status, stdout: r.stdout.subarray(0, EXEC_OUTPUT_MAX_BYTES).toString('utf8'), stderr: r.stderr.subarray(0, EXEC_OUTPUT_MAX_BYTES).toString('utf8') }
     } finally {
       clearTimeout(timer)
-      c.pending.delete(id)
+      ctl.pending.delete(id)
     }
   }
 

@@ -368,6 +368,9 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
         expect(await again.alive(ref)).toBe(true)
         expect((await again.list()).map(r => r.id)).toContain(ref.id)
         const waited = waitFor(ref, again)
+        // Observed at once: if a step below fails, close() in finally rejects this wait, and the
+        // report must name that step's error, not an unhandled rejection.
+        waited.catch(() => {})
         // The workload ends on its own (exit 4) once told to: the new instance learns the code.
         const touched = await again.exec(ref, ['touch', 'go'], { timeoutMs: LONG })
         expect(touched.exitCode).toBe(0)
@@ -388,6 +391,7 @@ export function executorContract (name: string, harness: ExecutorHarness): void 
       const again = await harness.make(nodeId)
       try {
         const waited = waitFor(ref, again)
+        waited.catch(() => {}) // observed: a failed stop is the error to report, not close()'s rejection of this wait
         await again.stop(ref, GRACE_MS)
         expect(await waited).toMatchObject({ stopped: true })
         expect(await again.alive(ref)).toBe(false)

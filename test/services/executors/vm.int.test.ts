@@ -86,7 +86,7 @@ describe.skipIf(why !== undefined)(`vm executor on this machine${skip}`, () => {
   const cleanups: Array<() => Promise<void>> = []
   afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c().catch(() => {}) })
 
-  async function setup (o: { kernel?: string } = {}): Promise<{ ex: Executor, stateDir: string, input: (script: string) => Promise<ShellSpecInput> }> {
+  async function setup (o: { kernel?: string } = {}): Promise<{ ex: Executor, nodeId: string, stateDir: string, input: (script: string) => Promise<ShellSpecInput> }> {
     const nodeId = `vm-${randomBytes(4).toString('hex')}`
     const stateDir = join(stateRoot, nodeId)
     const ex = createVmExecutor({ nodeId, stateDir, kernel: o.kernel ?? kernel, initrd }, { log: silentLogger() })
@@ -96,7 +96,7 @@ describe.skipIf(why !== undefined)(`vm executor on this machine${skip}`, () => {
     })
     let n = 0
     const input = async (script: string): Promise<ShellSpecInput> => ({ allocationId: `a${++n}`, dir: await mkdtemp(join(stateRoot, 'alloc-')), script, env: { PATH: STANDARD_PATH } })
-    return { ex, stateDir, input }
+    return { ex, nodeId, stateDir, input }
   }
 
   it('refuses what a VM cannot run before anything boots, naming the field', async () => {
@@ -147,6 +147,52 @@ describe.skipIf(why !== undefined)(`vm executor on this machine${skip}`, () => {
     await ex.close()
     // the node's parent goes with the executor when empty
     expect(existsSync(dirname(dir))).toBe(false)
+  }, 3 * LONG)
+
+  it('an exec that ends the workload gets its reply before the guest powers off; one still running then is ended and answered', async () => {
+    const { ex, input } = await setup()
+    // The workload spins (no sleep) until the exec's file appears: it ends, and the guest with it,
+    // while the exec's replier is still writing its answer (before the fix: killed with
+    // everything else, the reply lost and the channel closed under the exec).
+    const spin = (file: string): string => `i=0; while [ ! -e ${file} ] && [ $i -lt 2000000 ]; do i=$((i+1)); done`
+    const a = spec(await input(''), ['sh', '-c', `echo ready; ${spin('go')}; exit 4`])
+    const refA = await ex.start(a)
+    await untilFileHas(a.stdoutPath, 'ready', LONG)
+    const waitedA = ex.wait(refA, { signal: AbortSignal.timeout(LONG) })
+    expect(await ex.exec(refA, ['touch', 'go'], { timeoutMs: LONG })).toEqual({ exitCode: 0, stdout: '', stderr: '' })
+    expect(await waitedA).toMatchObject({ exitCode: 4, stopped: false })
+
+    const b = spec(await input(''), ['sh', '-c', `echo ready; ${spin('go')}; exit 5`])
+    const refB = await ex.start(b)
+    await untilFileHas(b.stdoutPath, 'ready', LONG)
+    const waitedB = ex.wait(refB, { signal: AbortSignal.timeout(LONG) })
+    // The exec outlives the workload it ended: the guest kills it (SIGKILL, 128 + 9) and answers.
+    const r = await ex.exec(refB, ['sh', '-c', 'touch go; echo before; sleep 1000; echo after'], { timeoutMs: LONG })
+    expect(r).toMatchObject({ exitCode: 137, stdout: 'before\n' })
+    expect(await waitedB).toMatchObject({ exitCode: 5, stopped: false })
+    // and an exec on the VM that has ended is refused, typed
+    await expect(ex.exec(refB, ['true'], { timeoutMs: LONG })).rejects.toMatchObject({ name: 'InvalidState' })
+  }, 3 * LONG)
+
+  it('a restarted executor execs in a VM its predecessor had a channel to, and closing with a wait pending rejects that wait only', async () => {
+    const { ex, nodeId, stateDir, input } = await setup()
+    const s = spec(await input(''), ['sh', '-c', 'echo ready; i=0; while [ ! -e go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; exit 6'])
+    const ref = await ex.start(s)
+    await untilFileHas(s.stdoutPath, 'ready', LONG)
+    expect((await ex.exec(ref, ['echo', 'first'], { timeoutMs: LONG })).stdout).toBe('first\n')
+    const abandoned = ex.wait(ref)
+    await ex.close()
+    await expect(abandoned).rejects.toMatchObject({ name: 'NotRunning' })
+    const again = createVmExecutor({ nodeId, stateDir, kernel, initrd }, { log: silentLogger() })
+    cleanups.push(async () => { await again.close() })
+    // QEMU serves one client at a time: the predecessor's connection is gone, the new one answers
+    expect((await again.exec(ref, ['echo', 'second'], { timeoutMs: LONG })).stdout).toBe('second\n')
+    const waited = again.wait(ref, { signal: AbortSignal.timeout(LONG) })
+    await again.exec(ref, ['touch', 'go'], { timeoutMs: LONG })
+    expect(await waited).toMatchObject({ exitCode: 6 })
+    // closing twice, with nothing pending, resolves
+    await again.close()
+    await again.close()
   }, 3 * LONG)
 
   it('list finds a running VM whose registry entry is lost, and stop ends it', async () => {
