@@ -398,6 +398,7 @@ class Runtime implements AllocationRuntime {
       command: spec.command ?? [],
       ...(spec.entrypoint !== undefined ? { entrypoint: spec.entrypoint } : {}),
       ...(spec.image !== undefined ? { image: spec.image } : {}),
+      ...(spec.vm !== undefined ? { guest: spec.vm } : {}),
       env: workloadEnv(spec.env, id, spec.ports, { defaultPath: spec.executor === 'process' }),
       ...(spec.workingDir !== undefined ? { workingDir: spec.workingDir } : {}),
       limits: { cpuCores: spec.resources.cpuCores, ramBytes: spec.resources.ramBytes },

@@ -91,6 +91,16 @@ export const AllocationSpecSchema = z.strictObject({
   env: z.record(EnvName, z.string()).default({}),
   /** process: default `<allocation dir>/work`; docker: the image's. */
   workingDir: z.string().min(1).optional(),
+  /**
+   * vm only: a guest of the caller's own instead of the node's (paths on the node, under one of
+   * its image directories; see specs/allocations.md); `bootArgs` go after the executor's own.
+   */
+  vm: z.strictObject({
+    kernel: z.string().min(1).optional(),
+    initrd: z.string().min(1).optional(),
+    rootfs: z.string().min(1).optional(),
+    bootArgs: z.string().optional()
+  }).optional(),
   /** Limits the executor enforces (0: none in that dimension). */
   resources: z.strictObject({
     cpuCores: z.number().nonnegative().max(1024),
@@ -116,6 +126,7 @@ export const AllocationSpecSchema = z.strictObject({
   }
   // A VM has no network device yet: a port could not be reached.
   if (s.executor === 'vm' && s.ports.length > 0) issue(['ports'], 'the vm executor gives its guests no network yet: no ports')
+  if (s.executor !== 'vm' && s.vm !== undefined) issue(['vm'], `the ${s.executor} executor boots no guest: vm applies to the vm executor`)
   if (s.executor === 'docker' && s.image === undefined) issue(['image'], 'the docker executor needs an image')
   if (s.type === 'task') {
     if (s.restart !== undefined && s.restart.policy !== 'never') issue(['restart', 'policy'], 'a task runs once: only policy never applies')

@@ -27,6 +27,13 @@ export interface WorkloadLimits {
   ramBytes: number
 }
 
+export interface GuestSpec {
+  kernel?: string
+  initrd?: string
+  rootfs?: string
+  bootArgs?: string
+}
+
 export interface WorkloadSpec {
   /** Names the workload on the executor (container name, labels, cgroup, registry file). */
   allocationId: string
@@ -42,6 +49,8 @@ export interface WorkloadSpec {
   workingDir?: string
   limits: WorkloadLimits
   ports: PortBinding[]
+  /** vm only: the caller's own guest files and kernel arguments (default: the node's guest). */
+  guest?: GuestSpec
   /** The allocation's own directory (exists); the executor may keep files in it. */
   dir: string
   /** Files stdout and stderr are appended to (in `dir`); the supervisor rotates them. */

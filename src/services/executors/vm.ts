@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { constants as fsConstants } from 'node:fs'
-import { access, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { access, mkdir, open, readFile, readdir, realpath, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createConnection, type Socket } from 'node:net'
 import { constants as osConstants } from 'node:os'
-import { delimiter, isAbsolute, join, resolve } from 'node:path'
+import { delimiter, dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path'
 import { z } from 'zod'
 import { BadRequest, Conflict, ExecutorUnavailable, InvalidState, NotRunning, Timeout } from '../../lib/errors.js'
 import type { Logger } from '../../lib/log.js'
@@ -12,11 +12,11 @@ import { detectCgroups, pidsIn, procsFiles, removeDirs, removeParentsIfEmpty, ty
 import { checkedName, decodeName, encodeName } from './process/names.js'
 import { CLOCK_TICKS_PER_SECOND, allPids, isLive, pidOf, readCmdline, readRssBytes, readStat, readStatSync, signalSafely } from './process/proc.js'
 import { execArgs } from './process/wrapper.js'
-import type { ExecResult, Executor, ExitInfo, Probe, WorkloadLimits, WorkloadRef, WorkloadSpec } from './types.js'
+import type { ExecResult, Executor, ExitInfo, GuestSpec, Probe, WorkloadLimits, WorkloadRef, WorkloadSpec } from './types.js'
 import { findInGuest, listInitramfs, type CpioEntry } from './vm/cpio.js'
 import {
-  ADOPTED_POLL_MS, DEFAULT_RAM_BYTES, DEFAULT_WORKING_DIR, EXEC_OUTPUT_MAX_BYTES, GROUP_EMPTY_CHECKS, GUEST_PATH, KERNEL_CMDLINE, KILL_WAIT_MS,
-  MIN_RAM_BYTES, POLL_MAX_MS, SOCKET_DIR, SPAWN_WAIT_MS, TCG_TB_SIZE_MIB
+  ADOPTED_POLL_MS, BOOT_ARGS_MAX_LENGTH, DEFAULT_RAM_BYTES, DEFAULT_WORKING_DIR, EXEC_OUTPUT_MAX_BYTES, GROUP_EMPTY_CHECKS, GUEST_PATH, KERNEL_CMDLINE, KILL_WAIT_MS,
+  MIN_RAM_BYTES, POLL_MAX_MS, PROTOCOL_BOOT_PARAMS, SOCKET_DIR, SPAWN_WAIT_MS, TCG_TB_SIZE_MIB
 } from './vm/constants.js'
 import { execScript, exitStatusOf, isReady, jobArchive, panicOf, parseReply, type ExecReply } from './vm/guest.js'
 
@@ -55,6 +55,12 @@ export interface VmExecutorInit {
   qemu?: string
   /** `kvm` or `tcg` (default `DMS_VM_ACCEL`, else `tcg`: KVM is used only once a guest was seen to boot under it). */
   accel?: 'kvm' | 'tcg'
+  /**
+   * Directories whose files a spec may name as its own guest (`vm.kernel`, `vm.initrd`,
+   * `vm.rootfs`). Default: the directories of the node's kernel and initramfs, and those listed
+   * in `DMS_VM_IMAGE_DIRS` (`:`-separated).
+   */
+  imageDirs?: string[]
   /** Where the control sockets go (default SOCKET_DIR). */
   socketDir?: string
   /**
@@ -111,6 +117,7 @@ class VmExecutor implements Executor {
   private readonly qemu: string
   private readonly accel: 'kvm' | 'tcg'
   private readonly socketDir: string
+  private readonly imageDirsInit: string[] | undefined
   private readonly cgroupRoot: string | false | undefined
   private detected: Promise<{ cgroups?: Cgroups, reason?: string }> | undefined
   private readonly log: Logger
@@ -133,6 +140,7 @@ class VmExecutor implements Executor {
     const accel = init.accel ?? process.env.DMS_VM_ACCEL
     this.accel = accel === 'kvm' ? 'kvm' : 'tcg'
     this.socketDir = init.socketDir ?? SOCKET_DIR
+    this.imageDirsInit = init.imageDirs
     this.cgroupRoot = init.cgroupRoot
     this.log = components.log
   }
@@ -175,6 +183,33 @@ class VmExecutor implements Executor {
     }
   }
 
+  /**
+   * The guest a spec boots: the node's kernel and initramfs, or files of the caller's own, each
+   * checked (an absolute path, a readable regular file, under one of the node's image
+   * directories once symlinks are resolved: the caller names files on this machine, and only
+   * those the node's owner put there for guests may be read into a VM), and its boot arguments.
+   */
+  private async guestOf (req: GuestSpec, node: { kernel: string, initrd: string }): Promise<{ kernel: string, initrd: string, rootfs?: string, bootArgs?: string }> {
+    const dirs = await this.imageDirs(node)
+    const file = async (field: 'kernel' | 'initrd' | 'rootfs', p: string): Promise<string> => await checkedGuestFile(`vm.${field}`, p, dirs)
+    const kernel = req.kernel === undefined ? node.kernel : await file('kernel', req.kernel)
+    const initrd = req.initrd === undefined ? node.initrd : await file('initrd', req.initrd)
+    const rootfs = req.rootfs === undefined ? undefined : await file('rootfs', req.rootfs)
+    if (req.bootArgs !== undefined) checkBootArgs(req.bootArgs)
+    return { kernel, initrd, ...(rootfs !== undefined ? { rootfs } : {}), ...(req.bootArgs !== undefined && req.bootArgs.trim() !== '' ? { bootArgs: req.bootArgs.trim() } : {}) }
+  }
+
+  /** Where guest files of a caller's own may be: the node's guest's directories and `DMS_VM_IMAGE_DIRS`, symlinks resolved. */
+  private async imageDirs (node: { kernel: string, initrd: string }): Promise<string[]> {
+    const given = this.imageDirsInit ?? [dirname(node.kernel), dirname(node.initrd), ...(process.env.DMS_VM_IMAGE_DIRS ?? '').split(delimiter)]
+    const out = new Set<string>()
+    for (const d of given) {
+      if (!isAbsolute(d)) continue
+      try { out.add(await realpath(d)) } catch { /* not there: nothing under it */ }
+    }
+    return [...out]
+  }
+
   /** The guest initramfs's files, read once per version of the file (command look-ups need them). */
   private async guest (path: string): Promise<Map<string, CpioEntry> | undefined> {
     const s = await stat(path)
@@ -191,10 +226,12 @@ class VmExecutor implements Executor {
     if ('reason' in u) throw new ExecutorUnavailable(`the vm executor is not available here: ${u.reason}`, { executor: 'vm' })
     const workingDir = spec.workingDir ?? DEFAULT_WORKING_DIR
     if (!isAbsolute(workingDir)) throw new BadRequest(`workingDir must be an absolute path in the guest, got '${workingDir}'`, { field: 'workingDir', workingDir })
+    const g = await this.guestOf(spec.guest ?? {}, u)
     const searchPath = spec.env.PATH ?? GUEST_PATH
-    const files = await this.guest(u.initrd)
-    // The guest is a known initramfs: a command that is not in it is refused before anything boots.
-    if (files !== undefined && findInGuest(files, spec.command[0], searchPath, workingDir) === undefined) {
+    const files = await this.guest(g.initrd)
+    // The guest is a known initramfs: a command that is not in it is refused before anything boots
+    // (with a root disk, the guest's /init may run it from there: not checked).
+    if (g.rootfs === undefined && files !== undefined && findInGuest(files, spec.command[0], searchPath, workingDir) === undefined) {
       throw new BadRequest(`command not found in the guest: '${spec.command[0]}' is not an executable file${spec.command[0].includes('/') ? '' : ` on PATH ${searchPath}`}`, { field: 'command', command: spec.command[0], path: searchPath })
     }
     await mkdir(this.stateDir, { recursive: true })
@@ -224,7 +261,7 @@ class VmExecutor implements Executor {
     const reg: Registry = { v: 1, nodeId: this.nodeId, allocationId: spec.allocationId, token, pid: null, startTime: null, limits, socket, workingDir, cgroups: cgDirs, createdAt: Date.now() }
     const regPath = `${base}.json`
     const initrd = `${base}.initrd`
-    const args = qemuArgs({ accel: this.accel, limits: spec.limits, kernel: u.kernel, initrd, console: `${base}.console`, stdout: spec.stdoutPath, stderr: spec.stderrPath, socket })
+    const args = qemuArgs({ accel: this.accel, limits: spec.limits, kernel: g.kernel, initrd, rootfs: g.rootfs, bootArgs: g.bootArgs, console: `${base}.console`, stdout: spec.stdoutPath, stderr: spec.stderrPath, socket })
 
     let child: ChildProcess
     let exited: Promise<void>
@@ -232,7 +269,7 @@ class VmExecutor implements Executor {
     try {
       // The shared guest image, padded to 4 bytes (the kernel reads the next archive's
       // alignment from where it starts), then this VM's job.
-      const guestImage = await readFile(u.initrd)
+      const guestImage = await readFile(g.initrd)
       const job = jobArchive({ argv: spec.command, env: spec.env, workingDir })
       await Promise.all([
         writeJson(regPath, reg),
@@ -608,7 +645,7 @@ class VmExecutor implements Executor {
 }
 
 /** The QEMU command line of one VM (see vm/guest.ts for the ports). */
-export function qemuArgs (o: { accel: 'kvm' | 'tcg', limits: WorkloadLimits, kernel: string, initrd: string, console: string, stdout: string, stderr: string, socket: string }): string[] {
+export function qemuArgs (o: { accel: 'kvm' | 'tcg', limits: WorkloadLimits, kernel: string, initrd: string, rootfs?: string, bootArgs?: string, console: string, stdout: string, stderr: string, socket: string }): string[] {
   const vcpus = Math.max(1, Math.ceil(o.limits.cpuCores))
   const ram = o.limits.ramBytes === 0 ? DEFAULT_RAM_BYTES : Math.max(MIN_RAM_BYTES, o.limits.ramBytes)
   const opt = (p: string): string => p.replaceAll(',', ',,')
@@ -618,7 +655,11 @@ export function qemuArgs (o: { accel: 'kvm' | 'tcg', limits: WorkloadLimits, ker
     // Nothing QEMU would add by itself (NIC and its option ROM, VGA, floppy, CD-ROM, monitor).
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-smp', String(vcpus), '-m', `${Math.floor(ram / 2 ** 20)}M`,
-    '-kernel', o.kernel, '-initrd', o.initrd, '-append', KERNEL_CMDLINE,
+    // The caller's arguments after the executor's: the kernel takes the last of a repeated one,
+    // which is why those the protocol needs cannot be given at all (checkBootArgs).
+    '-kernel', o.kernel, '-initrd', o.initrd, '-append', o.bootArgs === undefined ? KERNEL_CMDLINE : `${KERNEL_CMDLINE} ${o.bootArgs}`,
+    // A root disk is read-only to the guest: the image on the node is never written, and VMs may share it.
+    ...(o.rootfs !== undefined ? ['-drive', `file=${opt(o.rootfs)},format=raw,if=virtio,readonly=on`] : []),
     '-chardev', `file,id=con,path=${opt(o.console)}`, '-serial', 'chardev:con',
     '-chardev', `file,id=out,path=${opt(o.stdout)},append=on`, '-serial', 'chardev:out',
     '-chardev', `file,id=err,path=${opt(o.stderr)},append=on`, '-serial', 'chardev:err',
@@ -644,6 +685,38 @@ function checkSpec (spec: WorkloadSpec): string {
   if (!Number.isFinite(l.cpuCores) || l.cpuCores < 0) throw new BadRequest(`limits.cpuCores must be ≥ 0, got ${l.cpuCores}`, { field: 'limits.cpuCores', value: l.cpuCores })
   if (!Number.isFinite(l.ramBytes) || l.ramBytes < 0) throw new BadRequest(`limits.ramBytes must be ≥ 0, got ${l.ramBytes}`, { field: 'limits.ramBytes', value: l.ramBytes })
   return name
+}
+
+/**
+ * A guest file named by a spec: an absolute path, resolving (symlinks followed) to a readable
+ * regular file under one of `dirs`. BadRequest naming `field` otherwise.
+ */
+async function checkedGuestFile (field: string, p: string, dirs: string[]): Promise<string> {
+  if (!isAbsolute(p) || normalize(p) !== p) throw new BadRequest(`${field} must be an absolute, normalized path on the node, got '${p.slice(0, 200)}'`, { field })
+  let real: string
+  try {
+    real = await realpath(p)
+    if (!(await stat(real)).isFile()) throw new Error('not a regular file')
+    await access(real, fsConstants.R_OK)
+  } catch {
+    throw new BadRequest(`${field}: ${p} is not a readable regular file on this node`, { field, path: p })
+  }
+  if (!dirs.some(d => real.startsWith(d.endsWith(sep) ? d : `${d}${sep}`))) {
+    throw new BadRequest(`${field}: ${p} is not under an image directory of this node (${dirs.join(', ') || 'none'}; DMS_VM_IMAGE_DIRS adds some)`, { field, path: p })
+  }
+  return real
+}
+
+/** Boot arguments a caller may add: printable, bounded, none the guest protocol depends on. */
+function checkBootArgs (args: string): void {
+  const field = 'vm.bootArgs'
+  if (args.length > BOOT_ARGS_MAX_LENGTH) throw new BadRequest(`${field} is longer than ${BOOT_ARGS_MAX_LENGTH} characters`, { field })
+  if (!/^[\x20-\x7e]*$/.test(args)) throw new BadRequest(`${field} may hold printable ASCII only`, { field })
+  for (const word of args.split(' ').filter(w => w !== '')) {
+    if (word === '--') throw new BadRequest(`${field}: '--' (arguments for init) is not supported: the guest's init is the executor's`, { field })
+    const key = word.split('=')[0]
+    if (PROTOCOL_BOOT_PARAMS.includes(key)) throw new BadRequest(`${field}: ${key} is set by the executor (the guest protocol needs it) and cannot be given`, { field, param: key })
+  }
 }
 
 function exitInfo (status: number | undefined, stop: StopState | undefined, panic?: string): ExitInfo {

@@ -346,13 +346,13 @@ class Provider implements ProviderService {
 
   async startVm (owner: string, request: unknown): Promise<AllocationView> {
     const req = parse(VmStartRequest, request, 'request')
-    for (const field of ['kernel', 'initrd', 'rootfs', 'bootArgs'] as const) {
-      if (req[field] !== undefined) throw new BadRequest(`${field}: this node boots only the guest it was set up with (its vm executor's kernel and initramfs); a guest of your own is not supported yet`, { field })
-    }
     const ensembleId = `${LOCAL_ENSEMBLE_PREFIX.vm}${randomBytes(4).toString('hex')}`
     await this.commit(owner, { ensembleId, allocations: [{ name: 'main', resources: { cpuCores: req.vcpus, ramBytes: req.memory }, ports: [] }] })
     const spec: Record<string, unknown> = { type: req.type, executor: 'vm', command: req.cmd }
     for (const k of ['env', 'workingDir', 'restart', 'healthcheck'] as const) if (req[k] !== undefined) spec[k] = req[k]
+    // A guest of the caller's own: the executor checks the files (under the node's image directories) and the arguments.
+    const vm = Object.fromEntries((['kernel', 'initrd', 'rootfs', 'bootArgs'] as const).filter(k => req[k] !== undefined).map(k => [k, req[k]]))
+    if (Object.keys(vm).length > 0) spec.vm = vm
     try {
       const { allocations: [a] } = await this.allocate(owner, { ensembleId, allocations: [{ name: 'main', spec }] })
       return this.view(await this.c.runtime.run(a.id))

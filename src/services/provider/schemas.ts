@@ -110,9 +110,10 @@ export type AllocationView = z.infer<typeof AllocationView>
 
 /**
  * `/dms/node/vm/start/custom` (DMS's path and field names): a command, vCPUs and memory → a vm
- * allocation here, booting this node's guest. `kernel`, `initrd`, `rootfs` and `bootArgs` are
- * DMS's fields for a guest of the caller's own; they are named so that a refusal says so (this
- * node boots only the guest it was set up with).
+ * allocation here, booting this node's guest or, with `kernel` / `initrd` / `rootfs`, files of
+ * the caller's own on the node (absolute paths under the node's image directories; the rootfs a
+ * read-only virtio disk), `bootArgs` appended to the executor's kernel command line (see
+ * specs/allocations.md for those it refuses).
  */
 export const VmStartRequest = z.strictObject({
   cmd: z.array(z.string()).min(1),
@@ -124,9 +125,9 @@ export const VmStartRequest = z.strictObject({
   type: z.enum(['task', 'service']).default('service'),
   restart: RestartPolicySchema.optional(),
   healthcheck: HealthCheckSchema.optional(),
-  kernel: z.string().optional(),
-  initrd: z.string().optional(),
-  rootfs: z.string().optional(),
+  kernel: z.string().min(1).optional(),
+  initrd: z.string().min(1).optional(),
+  rootfs: z.string().min(1).optional(),
   bootArgs: z.string().optional()
 })
 

@@ -82,5 +82,10 @@ describe('vm executor: the guest protocol', () => {
     // a comma in a path is doubled, as QEMU's option syntax wants
     expect(args(1, 0)).toContain('file,id=out,path=/o,,1,append=on')
     expect(args(1, 0)).toEqual(expect.arrayContaining(['-no-reboot', '-nodefaults']))
+    // the caller's boot arguments after the executor's; a root disk read-only, its commas doubled
+    const own = qemuArgs({ accel: 'tcg', limits: { cpuCores: 1, ramBytes: 0 }, kernel: '/k', initrd: '/i', rootfs: '/r,1.img', bootArgs: 'loglevel=7', console: '/c', stdout: '/o', stderr: '/e', socket: '/s' })
+    expect(after(own, '-append')).toMatch(/^console=ttyS0 .* loglevel=7$/)
+    expect(after(own, '-drive')).toBe('file=/r,,1.img,format=raw,if=virtio,readonly=on')
+    expect(args(1, 0)).not.toContain('-drive')
   })
 })

@@ -22,6 +22,19 @@ export const DEFAULT_RAM_BYTES = 128 * 2 ** 20
  * load average 11).
  */
 export const KERNEL_CMDLINE = 'console=ttyS0 quiet panic=-1 reboot=t 8250.nr_uarts=4 i8042.noaux i8042.nomux i8042.nopnp i8042.nokbd no_timer_check'
+/**
+ * Kernel parameters a spec's `bootArgs` may not give, because the guest protocol depends on the
+ * executor's values: `console` (the DMS-READY and DMS-EXIT lines are read from ttyS0: another
+ * console moves them), `earlycon` / `earlyprintk` (kernel output on a port that may be the
+ * workload's stdout), `8250.nr_uarts` (the protocol's four ports), `panic` and `reboot` (a panic
+ * must end QEMU, not hang or reboot the guest), `init` and `rdinit` (the guest's /init speaks the
+ * protocol: another init never reports an exit). The kernel takes the last value of a repeated
+ * parameter, so appending them would override. Everything else (`quiet` → `loglevel=7`, the
+ * `i8042.*` speed-ups, `no_timer_check`'s peers) the caller may add.
+ */
+export const PROTOCOL_BOOT_PARAMS: readonly string[] = ['console', 'earlycon', 'earlyprintk', '8250.nr_uarts', 'panic', 'reboot', 'init', 'rdinit']
+/** `bootArgs` at most this long: the x86 kernel's command line holds 2048 bytes, the executor's own use ~140. */
+export const BOOT_ARGS_MAX_LENGTH = 1024
 /** How often a VM this process did not start is checked for its end (one /proc read per check). */
 export const ADOPTED_POLL_MS = 200
 /** After `K` (SIGKILL in the guest), how long stop waits for the guest to power off before it kills QEMU. */
