@@ -6,7 +6,7 @@ import { callBehavior } from '../call.js'
 import { ago, dim, emit, globalsFrom, table, withCommon, type OutputOpts } from '../common.js'
 
 interface CommonOpts extends OutputOpts { dataDir?: string, context?: string, timeout?: string }
-interface StartOpts extends CommonOpts { cpu: string, ram: string, type: string, env?: string[] }
+interface StartOpts extends CommonOpts { cpu: string, ram: string, type: string, env?: string[], kernel?: string, initrd?: string, rootfs?: string, bootArgs?: string }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
@@ -26,6 +26,10 @@ export function register (program: Command): void {
     .option('--ram <size>', 'guest memory, at least 96MiB (what the guest needs to boot)', '128MiB')
     .option('--type <type>', 'service (kept running) | task (runs to completion)', 'service')
     .option('--env <KEY=VALUE>', 'an environment variable of the workload (repeatable)', collect)
+    .option('--kernel <path>', 'a guest kernel of your own: a file on the node, under its image directories')
+    .option('--initrd <path>', 'an initramfs of your own (speaking the dms guest protocol), under the image directories')
+    .option('--rootfs <path>', 'a raw disk image, attached read-only (virtio), under the image directories')
+    .option('--boot-args <args>', 'kernel arguments appended after the executor\'s own')
     .addHelpText('after', '\nExample:\n  dms vm start --ram 128MiB -- sh -c \'echo up; exec sleep 600\'')
     .action(async (cmd: string[], o: StartOpts) => {
       if (!['task', 'service'].includes(o.type)) throw new InvalidArgument(`unknown type '${o.type}' (task | service)`, { field: 'type' })
@@ -36,7 +40,8 @@ export function register (program: Command): void {
           if (i <= 0) throw new InvalidArgument(`--env takes KEY=VALUE; got '${kv}'`)
           return [kv.slice(0, i), kv.slice(i + 1)]
         }))
-      const request = { cmd, vcpus: parseCores(o.cpu), memory: parseSize(o.ram, '--ram'), type: o.type, ...(env !== undefined ? { env } : {}) }
+      const guest = Object.fromEntries(([['kernel', o.kernel], ['initrd', o.initrd], ['rootfs', o.rootfs], ['bootArgs', o.bootArgs]] as const).filter(([, v]) => v !== undefined))
+      const request = { cmd, vcpus: parseCores(o.cpu), memory: parseSize(o.ram, '--ram'), type: o.type, ...(env !== undefined ? { env } : {}), ...guest }
       emit(o, await callBehavior<AllocationView>(globalsFrom(o), '/dms/node/vm/start/custom', request))
     })
 
