@@ -15,3 +15,21 @@ export type JsonSublevel = ReturnType<typeof jsonSublevel>
  * `kill -9` leaves both changed or neither.
  */
 export interface JsonDel { type: 'del', sublevel: JsonSublevel, key: string }
+
+/**
+ * Every record of a JSON sublevel that parses with `schema`, in key order. A record that does not
+ * parse is logged at error (`<what> record does not parse; left as it is`) and skipped, never
+ * deleted: a later version, or a person, may still read it.
+ */
+export async function * parsedRecords<T> (
+  sub: JsonSublevel,
+  schema: { safeParse: (v: unknown) => { success: true, data: T } | { success: false, error: { message: string } } },
+  log: { error: (o: object, msg: string) => void },
+  what: string
+): AsyncGenerator<T> {
+  for await (const [key, value] of sub.iterator()) {
+    const r = schema.safeParse(value)
+    if (r.success) yield r.data
+    else log.error({ key, error: r.error.message }, `${what} record does not parse; left as it is`)
+  }
+}

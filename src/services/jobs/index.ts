@@ -7,7 +7,7 @@ import type { Logger } from '../../lib/log.js'
 import type { Db } from '../../store/db.js'
 import { planEnsemble } from '../orchestrator/ensemble.js'
 import type { BidRequest, DeploymentService, DirectReply, NodeAsk } from '../orchestrator/index.js'
-import { jsonSublevel, type JsonSublevel } from '../store.js'
+import { jsonSublevel, parsedRecords, type JsonSublevel } from '../store.js'
 import { JOBS_DIR, JOBS_SUBLEVEL, MAX_JOB_TRANSITIONS, PROBE_CALL_MS } from './constants.js'
 import { parseJob, partEnsemble, type JobSpec } from './job-file.js'
 import { JobRun, partFile, resultFile } from './run.js'
@@ -72,11 +72,7 @@ class Jobs implements JobService {
   }
 
   async start (): Promise<void> {
-    for await (const [key, value] of this.sub.iterator()) {
-      const r = JobRecord.safeParse(value)
-      if (!r.success) { this.c.log.error({ key, error: r.error.message }, 'job record does not parse; left as it is'); continue }
-      this.records.set(r.data.id, r.data)
-    }
+    for await (const r of parsedRecords(this.sub, JobRecord, this.c.log, 'job')) this.records.set(r.id, r)
     this.running = true
     for (const r of this.records.values()) if (!isJobFinal(r.status)) this.resume(r)
   }

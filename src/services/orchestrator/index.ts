@@ -13,7 +13,7 @@ import type { Db } from '../../store/db.js'
 import type { ChannelService, ReceiveContext } from '../../channel/index.js'
 import { issueToken } from '../../security/ucan.js'
 import { STATUS_CHANNEL, STATUS_CHANNEL_CAPS, StatusReport } from '../provider/index.js'
-import { jsonSublevel, type JsonSublevel } from '../store.js'
+import { jsonSublevel, parsedRecords, type JsonSublevel } from '../store.js'
 import { evaluateBidRequest, type BidderComponents } from './bidder.js'
 import {
   DEFAULT_BID_WINDOW_MS, DEFAULT_DEPLOY_TIMEOUT_MS, DEPLOYMENTS_SUBLEVEL, DEPLOYMENT_TOPIC, LATE_REPORT_FORGET_MS, MAX_DEPLOYMENT_TRANSITIONS,
@@ -127,11 +127,7 @@ class Deployments implements DeploymentService {
   }
 
   async start (): Promise<void> {
-    for await (const [key, value] of this.sub.iterator()) {
-      const r = DeploymentRecord.safeParse(value)
-      if (!r.success) { this.c.log.error({ key, error: r.error.message }, 'deployment record does not parse; left as it is'); continue }
-      this.records.set(r.data.ensembleId, r.data)
-    }
+    for await (const r of parsedRecords(this.sub, DeploymentRecord, this.c.log, 'deployment')) this.records.set(r.ensembleId, r)
     this.running = true
     for (const r of this.records.values()) {
       if (isFinal(r.status)) continue

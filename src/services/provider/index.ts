@@ -21,7 +21,7 @@ import {
 import type { PortAllocator } from '../ports/index.js'
 import { ResourceVectorSchema, ZERO, type ResourceManager } from '../resources/index.js'
 import { createSerial, type Serial } from '../serial.js'
-import { jsonSublevel, type JsonSublevel } from '../store.js'
+import { jsonSublevel, parsedRecords, type JsonSublevel } from '../store.js'
 import {
   ALLOCATION_CAPABILITY, ALLOCATION_DELEGATION_MS, ALLOCATION_INBOX_PREFIX, COMMIT_SWEEP_MS, COMMITS_SUBLEVEL, LOCAL_ENSEMBLE_PREFIX,
   STATUS_CHANNEL, STATUS_CHANNEL_CAPS, STATUS_REPORTED_SUBLEVEL
@@ -137,11 +137,7 @@ class Provider implements ProviderService {
   }
 
   async start (): Promise<void> {
-    for await (const [key, value] of this.sub.iterator()) {
-      const r = CommitRecord.safeParse(value)
-      if (r.success) this.commits.set(r.data.ensembleId, r.data)
-      else this.log.error({ key, error: r.error.message }, 'commit record does not parse; left as it is')
-    }
+    for await (const r of parsedRecords(this.sub, CommitRecord, this.log, 'commit')) this.commits.set(r.ensembleId, r)
     // Recovery of the workloads first (re-adopt, fail, release, stop orphans), then their actors.
     await this.c.runtime.start()
     for (const record of this.c.runtime.list()) {
